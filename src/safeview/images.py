@@ -1,0 +1,175 @@
+"""Safe image decoding: whatever a user or a platform hands us becomes an H×W×3 uint8 RGB array,
+or a one-line :class:`~safeview.errors.ImageError` naming the input and what to do.
+
+Originals are opened read-only and never written; the sha256 of their exact bytes is recorded so
+that every result can be tied to the evidence it came from. Limits on bytes and pixels (checked
+from the header before decoding) stop decompression bombs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+#: default pixel limit (width × height) — 40 megapixels
+MAX_PIXELS = 40_000_000
+#: default byte limit of an encoded image — 200 MB
+MAX_BYTES = 200 * 1024 * 1024
+#: colour that transparent pixels are composited onto (documented in the README)
+BACKGROUND = (255, 255, 255)
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jfif", ".ico"}
+)
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image and the facts about its original bytes."""
+
+    array: np.ndarray  # H×W×3 uint8 RGB
+    sha256: str
+    format: str
+    mode: str  # the original Pillow mode before conversion
+    frames: int  # > 1 for animated images; only the first frame is decoded
+    source: str  # file path, or "<bytes>"
+
+    @property
+    def animated(self) -> bool:
+        return self.frames > 1
+
+    @property
+    def height(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.array.shape[1])
+
+
+def _read(source: str | os.PathLike | bytes, max_bytes: int) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        name = "<bytes>"
+    else:
+        path = Path(source)
+        name = str(path)
+        if path.is_dir():
+            raise ImageError(f"{name}: is a folder, not an image file; pass image files or let the CLI walk folders")
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise ImageError(f"{name}: {size / 1e6:.0f} MB exceeds the {max_bytes / 1e6:.0f} MB limit; raise the limit or downscale the file")
+            with open(path, "rb") as fh:  # read-only: the original is never modified
+                data = fh.read(max_bytes + 1)
+        except FileNotFoundError:
+            raise ImageError(f"{name}: no such file; check the path") from None
+        except PermissionError:
+            raise ImageError(f"{name}: permission denied; make the file readable") from None
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot be read ({exc.strerror or exc}); check the file") from None
+    if len(data) > max_bytes:
+        raise ImageError(f"{name}: larger than the {max_bytes / 1e6:.0f} MB limit; raise the limit or downscale the file")
+    if not data:
+        raise ImageError(f"{name}: empty file; it holds no image")
+    return data, name
+
+
+def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
+    """Convert any Pillow mode to RGB uint8; alpha is composited onto ``background``."""
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    elif mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        gray = np.clip(np.round(arr * scale), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        img = img.convert("RGBA")
+        canvas = Image.new("RGBA", img.size, (*background, 255))
+        canvas.alpha_composite(img)
+        img = canvas
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def load_image_info(
+    source: str | os.PathLike | bytes,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_BYTES,
+    background: tuple[int, int, int] = BACKGROUND,
+) -> LoadedImage:
+    """Decode ``source`` (a path or encoded bytes) into a :class:`LoadedImage`.
+
+    EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and alpha images become RGB
+    (alpha composited onto ``background``, white by default); an animated image gives its first
+    frame (``frames`` says how many it has). Raises :class:`ImageError` for anything else.
+    """
+    data, name = _read(source, max_bytes)
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{name}: {width}×{height} = {width * height / 1e6:.1f} MP exceeds the "
+                    f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb); raise --max-pixels if it is genuine"
+                )
+            if width == 0 or height == 0:
+                raise ImageError(f"{name}: image has zero width or height")
+            frames = int(getattr(img, "n_frames", 1) or 1)
+            if frames > 1:
+                img.seek(0)
+            original_mode = img.mode
+            fmt = img.format or "unknown"
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            array = _to_rgb(img, background)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: refused as a possible decompression bomb ({exc}); raise --max-pixels if it is genuine") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a recognised image file; pass a JPEG, PNG, GIF, WebP, BMP or TIFF") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageError(f"{name}: damaged or truncated image ({reason}); re-export or re-download the file") from None
+    return LoadedImage(array=array, sha256=sha256, format=fmt, mode=original_mode, frames=frames, source=name)
+
+
+def load_image(source: str | os.PathLike | bytes, **limits) -> np.ndarray:
+    """Decode ``source`` into an H×W×3 uint8 RGB array (see :func:`load_image_info`)."""
+    return load_image_info(source, **limits).array
+
+
+def as_rgb_array(image: np.ndarray) -> np.ndarray:
+    """Validate an in-memory image: H×W (gray) or H×W×3/4 uint8 becomes H×W×3 uint8 RGB."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ImageError(f"in-memory image has dtype {array.dtype}; pass uint8 RGB")
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or 0 in array.shape[:2]:
+        raise ImageError(f"in-memory image has shape {array.shape}; pass H×W×3 uint8 RGB")
+    if array.shape[2] == 4:
+        return _to_rgb(Image.fromarray(array, "RGBA"), BACKGROUND)
+    return np.ascontiguousarray(array)

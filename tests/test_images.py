@@ -1,0 +1,125 @@
+import hashlib
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from safeview.errors import ImageError
+from safeview.images import as_rgb_array, load_image, load_image_info
+
+
+def _png(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=kw.pop("format", "PNG"), **kw)
+    return buf.getvalue()
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_rgb_png_round_trip_and_sha(tmp_path, photo):
+    path = tmp_path / "a.png"
+    path.write_bytes(_png(Image.fromarray(photo)))
+    info = load_image_info(path)
+    assert info.array.dtype == np.uint8 and info.array.shape == photo.shape
+    assert np.array_equal(info.array, photo)
+    assert info.sha256 == _sha(path)
+    assert info.format == "PNG" and info.frames == 1 and not info.animated
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "1", "LA", "RGBA", "I;16", "I", "F"])
+def test_every_mode_becomes_rgb_uint8(mode, photo):
+    img = Image.fromarray(photo)
+    if mode == "I;16":
+        img = Image.fromarray((np.asarray(img.convert("L"), np.uint16) * 257))
+        assert img.mode.startswith("I;16")
+        data = _png(img)
+    elif mode in ("I", "F"):
+        img = Image.fromarray(np.asarray(img.convert("L"), np.int32 if mode == "I" else np.float32))
+        data = _png(img, format="TIFF")
+    else:
+        img = img.convert(mode)
+        data = _png(img, format="TIFF" if mode == "CMYK" else "PNG")
+    array = load_image(data)
+    assert array.dtype == np.uint8 and array.shape == photo.shape
+
+
+def test_sixteen_bit_scaled_not_clipped(photo):
+    gray = np.asarray(Image.fromarray(photo).convert("L"))
+    img = Image.fromarray(gray.astype(np.uint16) * 257)
+    array = load_image(_png(img))
+    assert np.abs(array[..., 0].astype(int) - gray).max() <= 1
+
+
+def test_alpha_composited_on_white():
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:4, :, 3] = 255  # top half opaque red-ish, bottom fully transparent
+    array = load_image(_png(Image.fromarray(rgba, "RGBA")))
+    assert tuple(array[0, 0]) == (200, 0, 0)
+    assert tuple(array[7, 7]) == (255, 255, 255)
+
+
+def test_exif_orientation_applied():
+    img = Image.new("RGB", (20, 10), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    array = load_image(_png(img, format="JPEG", exif=exif.tobytes()))
+    assert array.shape[:2] == (20, 10)
+
+
+def test_animated_gif_first_frame():
+    frames = [Image.new("RGB", (16, 16), c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    info = load_image_info(buf.getvalue())
+    assert info.frames == 3 and info.animated
+    assert info.array[8, 8, 0] > 200 and info.array[8, 8, 1] < 50
+
+
+def test_not_an_image_names_the_file(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("hello, not an image")
+    with pytest.raises(ImageError, match="notes.jpg: not a recognised image"):
+        load_image(path)
+
+
+def test_truncated_image(tmp_path, photo):
+    data = _png(Image.fromarray(photo), format="JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    before = _sha(path)
+    with pytest.raises(ImageError, match="cut.jpg: damaged or truncated"):
+        load_image(path)
+    assert _sha(path) == before  # the original is never touched
+
+
+def test_pixel_limit_and_bomb(tmp_path):
+    big = Image.new("L", (3000, 3000))
+    path = tmp_path / "big.png"
+    big.save(path)
+    with pytest.raises(ImageError, match="big.png: .*exceeds the 1 MP limit"):
+        load_image(path, max_pixels=1_000_000)
+    assert load_image(path).shape == (3000, 3000, 3)
+
+
+def test_byte_limit_empty_missing_and_folder(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageError, match="empty file"):
+        load_image(tmp_path / "empty.png")
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="is a folder"):
+        load_image(tmp_path)
+    (tmp_path / "x.png").write_bytes(b"\x89PNG" + b"0" * 2000)
+    with pytest.raises(ImageError, match="limit"):
+        load_image(tmp_path / "x.png", max_bytes=1000)
+
+
+def test_in_memory_arrays():
+    gray = np.full((4, 5), 7, np.uint8)
+    assert as_rgb_array(gray).shape == (4, 5, 3)
+    with pytest.raises(ImageError):
+        as_rgb_array(np.zeros((4, 5, 3), np.float32))
