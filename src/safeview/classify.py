@@ -1,0 +1,323 @@
+"""Unsafe-image classifiers: the pre-trained per-category binary models of the paper (ResNet-50, one
+per category: sexual, cyberbullying, self-harm) and any torch classifier a user brings.
+
+A :class:`Classifier` owns its labels, which of them are unsafe, its exact preprocessing and a
+probability temperature; ``predict_proba`` is the ``predict`` callable the counterfactual search
+needs, and ``module``/``tensor`` give attribution methods the differentiable path. Checkpoints are
+one file, loaded with ``torch.load(weights_only=True)`` so a model file can never run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import asdict, dataclass, field
+from importlib import import_module
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .errors import ModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CHECKPOINT_FORMAT = "safeview-classifier"
+CHECKPOINT_VERSION = 1
+
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How uint8 RGB images become the model's input: resize the whole image to ``resize`` (h, w)
+    with Pillow, optionally centre-crop to ``crop``, optionally round-trip through JPEG at
+    ``jpeg_quality`` (for models trained on JPEG-decoded inputs, e.g. Open-NSFW), scale, reorder
+    channels, normalise.
+
+    The geometry is invertible (``to_image``), so an attribution computed on the input tensor
+    maps back onto the original pixels.
+    """
+
+    resize: tuple[int, int] = (224, 224)
+    crop: tuple[int, int] | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    scale: float = 1.0 / 255.0
+    channels: str = "RGB"
+    interpolation: str = "bilinear"
+    jpeg_quality: int | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.crop or self.resize)  # type: ignore[return-value]
+
+    def _crop_box(self) -> tuple[int, int, int, int]:
+        rh, rw = self.resize
+        ch, cw = self.input_size
+        top, left = (rh - ch) // 2, (rw - cw) // 2
+        return top, left, top + ch, left + cw
+
+    def array(self, image: np.ndarray) -> np.ndarray:
+        """One H×W×3 uint8 image -> the model's C×h×w float32 input."""
+        rh, rw = self.resize
+        if image.shape[:2] != (rh, rw):
+            image = np.asarray(Image.fromarray(image).resize((rw, rh), _RESAMPLE[self.interpolation]))
+        top, left, bottom, right = self._crop_box()
+        image = image[top:bottom, left:right]
+        if self.jpeg_quality is not None:
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="JPEG", quality=self.jpeg_quality)
+            image = np.asarray(Image.open(buffer).convert("RGB"))
+        x = image.astype(np.float32) * self.scale
+        if self.channels == "BGR":
+            x = x[..., ::-1]
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+    def to_image(self, values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """Map an (h, w) map on the model input back to an image of ``shape`` (H, W); pixels the
+        crop discarded get 0 (the model never saw them)."""
+        rh, rw = self.resize
+        top, left, bottom, right = self._crop_box()
+        frame = np.zeros((rh, rw), np.float32)
+        frame[top:bottom, left:right] = values
+        if (rh, rw) == tuple(shape):
+            return frame
+        import cv2
+
+        return cv2.resize(frame, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+@dataclass
+class Classifier:
+    """A torch image classifier with its labels, unsafe labels, preprocessing and temperature.
+
+    Calling it is ``predict_proba``: ``(N, H, W, 3) uint8`` (or a list of differently sized images)
+    to ``(N, C)`` probabilities, which is the ``predict`` contract of the counterfactual search.
+    """
+
+    module: nn.Module
+    labels: list[str]
+    unsafe_labels: list[str]
+    name: str = "classifier"
+    category: str = "unsafe"
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    temperature: float = 1.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        unknown = set(self.unsafe_labels) - set(self.labels)
+        if unknown or not self.unsafe_labels or len(self.unsafe_labels) == len(self.labels):
+            raise ModelError(
+                f"{self.name}: unsafe labels {self.unsafe_labels} must be a non-empty proper subset of {self.labels}"
+            )
+        self.module.eval().to(self.device)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        labels: Sequence[str],
+        unsafe_labels: Sequence[str],
+        *,
+        name: str = "classifier",
+        category: str = "unsafe",
+        preprocess: Preprocess | None = None,
+        temperature: float = 1.0,
+        device: str = "cpu",
+        metadata: dict[str, Any] | None = None,
+    ) -> "Classifier":
+        """Wrap any torch module mapping ``(N,3,h,w)`` float to ``(N,C)`` logits (ImageNet
+        preprocessing at 224×224 by default)."""
+        return cls(
+            module=module,
+            labels=list(labels),
+            unsafe_labels=list(unsafe_labels),
+            name=name,
+            category=category,
+            preprocess=preprocess or Preprocess(),
+            temperature=float(temperature),
+            metadata=dict(metadata or {}),
+            device=device,
+        )
+
+    # -- inference ----------------------------------------------------------------------------
+    @property
+    def unsafe_indices(self) -> list[int]:
+        return [self.labels.index(label) for label in self.unsafe_labels]
+
+    @property
+    def safe_indices(self) -> list[int]:
+        return [i for i, label in enumerate(self.labels) if label not in self.unsafe_labels]
+
+    def tensor(self, images: np.ndarray | Iterable[np.ndarray]) -> torch.Tensor:
+        """Preprocess uint8 RGB images into one ``(N, 3, h, w)`` float tensor on the device."""
+        batch = np.stack([self.preprocess.array(np.asarray(img)) for img in _as_list(images)])
+        return torch.from_numpy(batch).to(self.device)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Temperature-scaled logits of a preprocessed batch (differentiable)."""
+        return self.module(x) / self.temperature
+
+    def predict_proba(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
+        """Class probabilities ``(N, C)`` for a batch of uint8 RGB images."""
+        images = _as_list(images)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                x = self.tensor(images[start : start + self.batch_size])
+                out.append(torch.softmax(self.logits(x).float(), dim=1).cpu().numpy())
+        if not out:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+    __call__ = predict_proba
+
+    def unsafe_probability(self, probabilities: np.ndarray) -> np.ndarray:
+        """Total probability of the unsafe labels, per row of ``predict_proba``'s output."""
+        return np.asarray(probabilities)[:, self.unsafe_indices].sum(axis=1)
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, arch: str, arch_kwargs: dict[str, Any] | None = None) -> Path:
+        """Write a single-file checkpoint: architecture, weights, labels, preprocessing, temperature
+        and metadata (training details, metrics)."""
+        path = Path(path)
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "arch": arch,
+            "arch_kwargs": dict(arch_kwargs or {}),
+            "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+            "labels": list(self.labels),
+            "unsafe_labels": list(self.unsafe_labels),
+            "name": self.name,
+            "category": self.category,
+            "preprocess": _preprocess_to_dict(self.preprocess),
+            "temperature": float(self.temperature),
+            "metadata": self.metadata,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        return path
+
+
+def _as_list(images: np.ndarray | Iterable[np.ndarray]) -> list[np.ndarray]:
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3:
+            return [images]
+        return list(images)
+    return list(images)
+
+
+def _preprocess_to_dict(p: Preprocess) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(p).items()}
+
+
+def _preprocess_from_dict(d: dict[str, Any]) -> Preprocess:
+    return Preprocess(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu") -> Classifier:
+    """Load a SafeView checkpoint file; a missing, corrupt or mismatched file is a :class:`ModelError`."""
+    from . import nets
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file; give the path of a .safeview checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise ModelError(f"{path}: not a readable SafeView checkpoint ({type(exc).__name__}); re-create or re-download it") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path}: not a SafeView classifier checkpoint (missing format marker)")
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise ModelError(f"{path}: checkpoint version {payload['version']} is newer than this SafeView supports; upgrade SafeView")
+    try:
+        module = nets.build(payload["arch"], len(payload["labels"]), **payload.get("arch_kwargs", {}))
+        module.load_state_dict(payload["state_dict"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"{path}: weights do not match architecture {payload.get('arch')!r}: {str(exc).splitlines()[0]}") from exc
+    metadata = dict(payload.get("metadata", {}))
+    metadata.setdefault("sha256", file_sha256(path))
+    metadata.setdefault("path", str(path))
+    return Classifier(
+        module=module,
+        labels=list(payload["labels"]),
+        unsafe_labels=list(payload["unsafe_labels"]),
+        name=payload.get("name", path.stem),
+        category=payload.get("category", "unsafe"),
+        preprocess=_preprocess_from_dict(payload.get("preprocess", {})),
+        temperature=float(payload.get("temperature", 1.0)),
+        metadata=metadata,
+        device=device,
+    )
+
+
+# -- the model registry -----------------------------------------------------------------------
+
+DEMO_CATEGORIES = ("sexual", "cyberbullying", "self_harm")
+
+#: built-in model name -> "module:function" (lazy) or a packaged checkpoint file name
+BUILTIN_MODELS: dict[str, str] = {
+    "open-nsfw": "safeview.opennsfw:load_open_nsfw",
+    **{f"demo-{c}": f"models/demo_{c}.safeview" for c in DEMO_CATEGORIES},
+}
+
+#: built-in model sets: ``default`` is the real Open-NSFW model alone; ``demo`` the three synthetic
+#: stand-in models, which must only run on a user's photos when asked for explicitly.
+MODEL_SETS: dict[str, tuple[str, ...]] = {
+    "default": ("open-nsfw",),
+    "demo": tuple(f"demo-{c}" for c in DEMO_CATEGORIES),
+}
+
+
+def packaged_path(relative: str) -> Path:
+    """Path of a file shipped inside the package's ``data/`` folder."""
+    return Path(str(files("safeview") / "data" / relative))
+
+
+def load_classifier(name_or_path: str | os.PathLike, *, device: str = "cpu") -> Classifier:
+    """Load a built-in model by name (see ``BUILTIN_MODELS``) or a checkpoint from a local path."""
+    key = str(name_or_path)
+    if key in BUILTIN_MODELS:
+        target = BUILTIN_MODELS[key]
+        if ":" in target:
+            module_name, function_name = target.split(":")
+            return getattr(import_module(module_name), function_name)(device=device)
+        return load_checkpoint(packaged_path(target), device=device)
+    path = Path(key).expanduser()
+    if path.exists() or os.sep in key or key.endswith(".safeview"):
+        return load_checkpoint(path, device=device)
+    raise ModelError(f"{key}: unknown model; use a built-in name ({', '.join(sorted(BUILTIN_MODELS))}) or a checkpoint path")
+
+
+def load_model_set(spec: str, *, device: str = "cpu") -> list[Classifier]:
+    """Resolve ``--models``: comma-separated built-in set names, model names or checkpoint paths."""
+    names: list[str] = []
+    for part in (p.strip() for p in str(spec).split(",")):
+        if not part:
+            continue
+        names.extend(MODEL_SETS.get(part, (part,)))
+    if not names:
+        raise ModelError("no models given; use --models default, demo, a model name or a checkpoint path")
+    seen: dict[str, None] = dict.fromkeys(names)  # keep order, drop repeats
+    return [load_classifier(n, device=device) for n in seen]

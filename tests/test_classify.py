@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from safeview import nets
+from safeview.classify import (
+    MODEL_SETS,
+    Classifier,
+    Preprocess,
+    load_checkpoint,
+    load_classifier,
+    load_model_set,
+)
+from safeview.errors import ModelError
+
+
+@pytest.fixture
+def small_classifier() -> Classifier:
+    torch.manual_seed(0)
+    module = nets.build("small", 2, width=8)
+    return Classifier.from_module(
+        module, ["safe", "unsafe"], ["unsafe"], name="tiny", category="cyberbullying", preprocess=Preprocess(resize=(48, 48))
+    )
+
+
+def test_predict_proba_batches_and_sizes(small_classifier, photo):
+    probs = small_classifier.predict_proba([photo, photo[:50, :70]])
+    assert probs.shape == (2, 2) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-6)
+    np.testing.assert_allclose(small_classifier(photo[None]), probs[:1], atol=1e-6)
+    assert small_classifier.unsafe_probability(probs).shape == (2,)
+
+
+def test_preprocess_imagenet_normalisation_and_bgr():
+    image = np.full((10, 10, 3), (255, 0, 0), np.uint8)
+    x = Preprocess(resize=(10, 10)).array(image)
+    np.testing.assert_allclose(x[:, 0, 0], [(1 - 0.485) / 0.229, -0.456 / 0.224, -0.406 / 0.225], rtol=1e-5)
+    y = Preprocess(resize=(10, 10), channels="BGR", mean=(0, 0, 0), std=(1, 1, 1), scale=1.0).array(image)
+    np.testing.assert_allclose(y[:, 0, 0], [0, 0, 255])
+
+
+def test_preprocess_crop_maps_back():
+    p = Preprocess(resize=(8, 8), crop=(4, 4))
+    back = p.to_image(np.ones((4, 4), np.float32), (8, 8))
+    assert back.sum() == 16 and back[2:6, 2:6].all() and back[0].sum() == 0
+
+
+def test_checkpoint_round_trip(tmp_path, small_classifier, photo):
+    small_classifier.metadata["accuracy"] = 0.9
+    path = small_classifier.save(tmp_path / "m.safeview", arch="small", arch_kwargs={"width": 8})
+    loaded = load_checkpoint(path)
+    assert loaded.labels == ["safe", "unsafe"] and loaded.unsafe_labels == ["unsafe"]
+    assert loaded.category == "cyberbullying" and loaded.preprocess == small_classifier.preprocess
+    assert loaded.metadata["accuracy"] == 0.9 and len(loaded.metadata["sha256"]) == 64
+    np.testing.assert_allclose(loaded.predict_proba(photo[None]), small_classifier.predict_proba(photo[None]), atol=1e-6)
+    assert load_classifier(str(path)).name == "tiny"
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path, small_classifier):
+    junk = tmp_path / "junk.safeview"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="junk.safeview: not a readable SafeView checkpoint"):
+        load_checkpoint(junk)
+    with pytest.raises(ModelError, match="no such model file"):
+        load_checkpoint(tmp_path / "missing.safeview")
+    other = tmp_path / "other.pt"
+    torch.save({"hello": 1}, other)
+    with pytest.raises(ModelError, match="missing format marker"):
+        load_checkpoint(other)
+    mismatched = small_classifier.save(tmp_path / "mm.safeview", arch="small", arch_kwargs={"width": 16})
+    with pytest.raises(ModelError, match="do not match architecture"):
+        load_checkpoint(mismatched)
+    with pytest.raises(ModelError, match="unknown model"):
+        load_classifier("no-such-model")
+
+
+def test_unsafe_labels_must_be_proper_subset():
+    with pytest.raises(ModelError):
+        Classifier.from_module(nets.build("small", 2, width=8), ["a", "b"], ["c"])
+    with pytest.raises(ModelError):
+        Classifier.from_module(nets.build("small", 2, width=8), ["a", "b"], ["a", "b"])
+
+
+def test_model_sets():
+    assert MODEL_SETS["default"] == ("open-nsfw",)
+    assert len(MODEL_SETS["demo"]) == 3
+    with pytest.raises(ModelError, match="no models given"):
+        load_model_set(" , ")
