@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench demo-models demo-images clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,22 @@ test: setup
 
 bench: setup
 	$(PY) bench/cse.py
+
+# Re-create the committed demo models (not part of `make demo`, which never retrains):
+# synthetic benchmark at seed 0, one small CNN per category, test accuracy stored in each checkpoint.
+DEMO_DATA   ?= build/demo-data
+DEMO_EPOCHS ?= 12
+DEMO_SIZE   ?= 128
+demo-models: setup
+	$(VENV)/bin/safeview synth $(DEMO_DATA) --n 3000 --seed 0 --force
+	for c in sexual cyberbullying self_harm; do \
+	  $(VENV)/bin/safeview train $(DEMO_DATA)/$$c --category $$c --out src/safeview/data/models/demo_$$c.safeview \
+	    --epochs $(DEMO_EPOCHS) --image-size $(DEMO_SIZE) --seed 0 --force || exit 1; \
+	done
+
+# Re-create the bundled demo images (benign photos, some with synthetic stand-ins).
+demo-images: setup
+	$(PY) demo/make_images.py demo/images
 
 clean:
 	rm -rf $(VENV) demo-out bench/out .pytest_cache

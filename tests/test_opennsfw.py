@@ -92,3 +92,13 @@ def test_an_unexpected_graph_is_refused():
     graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     with pytest.raises(ModelError, match="not NHWC-transpose"):
         logit_graph(onnx.helper.make_model(graph))
+
+
+def test_gradcam_default_layer_is_a_spatial_map():
+    from skimage import data
+
+    from safeview.attribute import attribution_map
+
+    clf = load_classifier("open-nsfw")
+    attribution = attribution_map(clf, data.astronaut()[::4, ::4].copy(), 0, "gradcam")
+    assert attribution.shape == (128, 128) and attribution.max() > 0

@@ -1,0 +1,328 @@
+"""Attribution maps: which pixels drive a classifier's score for a class (paper, Sec. 3.2).
+
+The default is FullGrad (Srinivas & Fleuret 2019), the paper's choice: the target class logit
+(pre-softmax) is decomposed into an input-gradient term |∇x f ⊙ x| plus one bias-gradient term
+|∇b f ⊙ b| per conv/BatchNorm layer; each term is post-processed (abs, min–max, bilinear upsample,
+sum over channels) and all are summed. Ours runs in torch with one forward and one backward for a
+whole batch, many times faster than pytorch-grad-cam's per-channel numpy version; that version and
+the CAM methods the paper compares against (Grad-CAM, Grad-CAM++, XGrad-CAM, Ablation-CAM, Table 3)
+run through pytorch-grad-cam. Every map is returned at image resolution, normalised to [0, 1].
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .classify import Classifier
+from .errors import ImageError, ModelError, SafeViewError
+
+#: pytorch-grad-cam hooks the shared module (and Ablation-CAM swaps one of its layers), so calls
+#: through the library are serialised; our FullGrad only hooks outputs of its own thread's forward.
+_LIBRARY_LOCK = threading.Lock()
+
+
+# -- FullGrad ---------------------------------------------------------------------------------
+
+
+def _effective_bias(module: nn.Module) -> torch.Tensor | None:
+    """The additive bias a layer applies to its output in eval mode, or None if it has none.
+
+    BatchNorm in eval computes γ(x − μ)/√(σ² + ε) + β = (γ/√(σ² + ε))·x + (β − μγ/√(σ² + ε)),
+    so its bias is β − μγ/√(σ² + ε) (γ = 1, β = 0 without affine parameters). A BatchNorm without
+    running statistics normalises with the batch's own and has no fixed bias: it contributes none.
+    """
+    if isinstance(module, nn.BatchNorm2d):
+        if module.running_mean is None or module.running_var is None:
+            return None
+        scale = torch.rsqrt(module.running_var + module.eps)
+        if module.weight is not None:
+            scale = scale * module.weight
+        bias = -module.running_mean * scale
+        return (bias + module.bias if module.bias is not None else bias).detach()
+    if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
+        return module.bias.detach()
+    return None
+
+
+def _full_gradients(
+    classifier: Classifier,
+    x: torch.Tensor,
+    targets: Sequence[int],
+    on_layer: Callable[[torch.Tensor, torch.Tensor], None],
+) -> torch.Tensor:
+    """One forward and one backward of the batch's summed target logits: calls ``on_layer(g, b)``
+    during the backward with the gradient ``g`` of every biased layer's output (each call of a
+    layer) and that layer's bias ``b``, and returns the input gradient ∇x.
+
+    Gradients are taken with ``torch.autograd.grad`` on the input only, so no parameter ``.grad``
+    is touched and weight gradients are never computed. Tensor hooks are registered before any
+    in-place op (e.g. ``ReLU(inplace=True)``) can modify a layer's output, and so receive the
+    gradient of the layer's own output. The module hooks are removed even if the model fails.
+    """
+    module = classifier.module
+    biases = {m: b for m in module.modules() if (b := _effective_bias(m)) is not None}
+    caller = threading.get_ident()
+
+    def on_forward(layer: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        if threading.get_ident() != caller or not isinstance(output, torch.Tensor) or not output.requires_grad:
+            return
+        bias = biases[layer]
+
+        def on_grad(grad: torch.Tensor) -> None:
+            on_layer(grad, bias)
+
+        output.register_hook(on_grad)
+
+    handles = [m.register_forward_hook(on_forward) for m in biases]
+    try:
+        x = x.detach().requires_grad_(True)
+        logits = classifier.logits(x)
+        index = torch.as_tensor(list(targets), device=logits.device).view(-1, 1)
+        score = logits.gather(1, index).sum()
+        (input_grad,) = torch.autograd.grad(score, x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return input_grad
+
+
+def _fullgrad(classifier: Classifier, x: torch.Tensor, targets: Sequence[int], *, per_channel: bool = False) -> np.ndarray:
+    """FullGrad maps ``(N, h, w)`` at the model's input resolution.
+
+    ``per_channel=False`` (default) post-processes as the authors' reference code: each term is
+    min–max normalised over the whole layer tensor per image (ε = 1e-6) and upsampled bilinearly
+    with ``align_corners=True``; linear layers (no spatial map) are left out of the map, as there.
+    ``per_channel=True`` reproduces pytorch-grad-cam's ``FullGrad``: every channel is min–max
+    normalised on its own (ε = 1e-7) and resized like OpenCV (``align_corners=False``).
+    """
+    eps, dims = (1e-7, (2, 3)) if per_channel else (1e-6, (1, 2, 3))
+
+    def normalised_channel_sum(term: torch.Tensor) -> torch.Tensor:
+        term = term.abs().float()
+        low, high = term.amin(dim=dims, keepdim=True), term.amax(dim=dims, keepdim=True)
+        return ((term - low) / (high - low + eps)).sum(dim=1)
+
+    # Channels are summed at the layer's own resolution and each resolution is upsampled once:
+    # the min–max step is a per-image (or per-channel) affine map of constants, and bilinear
+    # upsampling is linear, so summing before upsampling equals upsampling every channel first.
+    by_size: dict[tuple[int, int], torch.Tensor] = {}
+
+    def on_layer(grad: torch.Tensor, bias: torch.Tensor) -> None:
+        if grad.dim() == 4:
+            layer_map = normalised_channel_sum(grad * bias.view(1, -1, 1, 1))
+            size = tuple(layer_map.shape[-2:])
+            by_size[size] = by_size[size] + layer_map if size in by_size else layer_map
+
+    input_grad = _full_gradients(classifier, x, targets, on_layer)
+    total = normalised_channel_sum(input_grad * x)
+    height, width = x.shape[-2:]
+    for size, layer_sum in by_size.items():
+        if size != (height, width):
+            layer_sum = F.interpolate(layer_sum[:, None], size=(height, width), mode="bilinear", align_corners=not per_channel)[:, 0]
+        total = total + layer_sum
+    return total.cpu().numpy()
+
+
+# -- pytorch-grad-cam ---------------------------------------------------------------------------
+
+
+def default_target_layer(module: nn.Module, x: torch.Tensor) -> str:
+    """Name of the CAM target layer: the module that last produces a spatial feature map (4-D,
+    both sides > 1) in one forward of ``x``, among modules called once — for a ResNet, the last
+    stage (``layer4``). Found by running the model, so it works for any graph, converted ones too."""
+    order: list[tuple[str, tuple[int, ...]]] = []
+    calls: dict[str, int] = {}
+
+    def hook(name: str) -> Callable:
+        def record(_layer: nn.Module, _inputs: tuple, output: object) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if isinstance(output, torch.Tensor) and output.dim() == 4:
+                order.append((name, tuple(output.shape)))
+
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in module.named_modules() if name]
+    try:
+        with torch.no_grad():
+            module(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    # both spatial sides > 1: a pooled (N, 1, 1, C) reshape, as in converted graphs, is not a map
+    once = [name for name, shape in order if calls[name] == 1 and shape[2] > 1 and shape[3] > 1]
+    if not once:
+        raise ModelError(f"{type(module).__name__}: no convolutional feature map found for a CAM; pass target_layer='<module path>'")
+    return once[-1]
+
+
+def _resolve_layer(module: nn.Module, x: torch.Tensor, target_layer: str | nn.Module | None) -> nn.Module:
+    if isinstance(target_layer, nn.Module):
+        return target_layer
+    name = target_layer or default_target_layer(module, x)
+    try:
+        return module.get_submodule(name)
+    except AttributeError as exc:
+        raise ModelError(f"target_layer {name!r}: no such module in the model; give a path such as 'layer4'") from exc
+
+
+def _run_library_cam(cam_class: type, classifier: Classifier, x: torch.Tensor, targets: Sequence[int], layers: list[nn.Module], **kwargs) -> np.ndarray:
+    """Run a pytorch-grad-cam method on the raw module (a temperature scales every gradient and
+    score alike, which the CAMs' normalisation removes) and release its hooks whatever happens."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    x = x.detach().requires_grad_(True)  # a fully frozen model still gets its backward
+    with _LIBRARY_LOCK:
+        cam = cam_class(classifier.module, layers, **kwargs)
+        try:
+            return np.asarray(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets]), np.float32)
+        finally:
+            cam.activations_and_grads.release()
+
+
+def _fullgrad_ref(classifier: Classifier, x: torch.Tensor, targets: Sequence[int]) -> np.ndarray:
+    """pytorch-grad-cam's FullGrad (slow: it resizes every channel with OpenCV); for comparison."""
+    from pytorch_grad_cam import FullGrad
+
+    return _run_library_cam(FullGrad, classifier, x, targets, [])
+
+
+def _cam_method(class_name: str) -> Callable[..., np.ndarray]:
+    def run(classifier: Classifier, x: torch.Tensor, targets: Sequence[int], *, target_layer: str | nn.Module | None = None) -> np.ndarray:
+        import pytorch_grad_cam
+
+        layer = _resolve_layer(classifier.module, x, target_layer)
+        return _run_library_cam(getattr(pytorch_grad_cam, class_name), classifier, x, targets, [layer])
+
+    run.__doc__ = f"pytorch-grad-cam's {class_name} on ``target_layer`` (default: :func:`default_target_layer`)."
+    return run
+
+
+def _ablationcam(
+    classifier: Classifier, x: torch.Tensor, targets: Sequence[int], *, target_layer: str | nn.Module | None = None, batch_size: int = 32
+) -> np.ndarray:
+    """pytorch-grad-cam's AblationCAM: one forward per channel of the target layer, ``batch_size``
+    ablated copies per forward. The library swaps the target layer out of the model while it
+    runs; if it fails half-way the original layer is put back here."""
+    from pytorch_grad_cam import AblationCAM
+    from pytorch_grad_cam.ablation_layer import AblationLayer
+
+    module = classifier.module
+    layer = _resolve_layer(module, x, target_layer)
+    slots = [(parent, key) for parent in module.modules() for key, child in parent._modules.items() if child is layer]
+    try:
+        return _run_library_cam(AblationCAM, classifier, x, targets, [layer], ablation_layer=AblationLayer(), batch_size=int(batch_size))
+    finally:
+        for parent, key in slots:
+            parent._modules[key] = layer
+
+
+_METHODS: dict[str, Callable[..., np.ndarray]] = {
+    "fullgrad": _fullgrad,
+    "fullgrad-ref": _fullgrad_ref,
+    "gradcam": _cam_method("GradCAM"),
+    "gradcam++": _cam_method("GradCAMPlusPlus"),
+    "xgradcam": _cam_method("XGradCAM"),
+    "ablationcam": _ablationcam,
+}
+#: the attribution methods, FullGrad (ours, fast) first
+METHODS = tuple(_METHODS)
+
+
+# -- public API ---------------------------------------------------------------------------------
+
+
+def method_params(method: str) -> dict[str, object]:
+    """The keyword parameters ``method`` accepts, with their defaults."""
+    if method not in _METHODS:
+        raise SafeViewError(f"{method!r}: unknown attribution method; choose one of {', '.join(METHODS)}")
+    signature = inspect.signature(_METHODS[method])
+    return {p.name: p.default for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+@contextmanager
+def _model_state(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the attribution; afterwards the module's train/eval mode and its parameters'
+    ``.grad`` are as before (pytorch-grad-cam's backward would otherwise leave gradients behind)."""
+    training = module.training
+    grads = [(p, p.grad) for p in module.parameters()]
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(training)
+        for param, grad in grads:
+            param.grad = grad
+
+
+def _normalise(values: np.ndarray) -> np.ndarray:
+    """Min–max to [0, 1]; a constant map (no evidence anywhere) becomes all zeros."""
+    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise ImageError(f"attribution needs H×W×3 uint8 RGB images, got shape {image.shape} dtype {image.dtype}")
+    return image
+
+
+def attribution_maps(
+    classifier: Classifier,
+    images: Sequence[np.ndarray] | np.ndarray,
+    targets: Sequence[int],
+    method: str = "fullgrad",
+    *,
+    max_batch: int = 16,
+    **params: object,
+) -> list[np.ndarray]:
+    """Attribution maps of ``targets[i]`` (a class index) for each H×W×3 uint8 image: a list of
+    (H, W) float32 maps in [0, 1], each at its own image's size.
+
+    ``method`` is one of :data:`METHODS`; ``params`` are its keyword options (:func:`method_params`):
+    ``fullgrad``: ``per_channel=False``; ``gradcam``/``gradcam++``/``xgradcam``:
+    ``target_layer=None`` (a module path such as ``"layer4"``, or a module); ``ablationcam``:
+    ``target_layer=None, batch_size=32``. Images go through the model ``max_batch`` at a time,
+    each group in one forward and one backward where the method allows.
+    """
+    allowed = method_params(method)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise SafeViewError(f"{method}: unknown parameter(s) {unknown}; it accepts {sorted(allowed) or 'none'}")
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    images = [_check_image(image) for image in images]
+    targets = [int(t) for t in targets]
+    if len(targets) != len(images):
+        raise SafeViewError(f"{len(images)} images but {len(targets)} targets; give one target class per image")
+    bad = [t for t in targets if not 0 <= t < len(classifier.labels)]
+    if bad:
+        raise ModelError(f"{classifier.name}: target class(es) {bad} out of range for {len(classifier.labels)} labels")
+    if max_batch < 1:
+        raise SafeViewError(f"max_batch must be at least 1, got {max_batch}")
+    run = _METHODS[method]
+    maps: list[np.ndarray] = []
+    with _model_state(classifier.module):
+        for start in range(0, len(images), max_batch):
+            chunk = images[start : start + max_batch]
+            x = classifier.tensor(chunk)
+            for image, values in zip(chunk, run(classifier, x, targets[start : start + max_batch], **params)):
+                maps.append(_normalise(classifier.preprocess.to_image(values, image.shape[:2])))
+    return maps
+
+
+def attribution_map(classifier: Classifier, image: np.ndarray, target: int, method: str = "fullgrad", **params: object) -> np.ndarray:
+    """Attribution map (H, W) float32 in [0, 1] of class ``target`` for one H×W×3 uint8 image;
+    see :func:`attribution_maps` for the methods and their parameters."""
+    return attribution_maps(classifier, [image], [target], method, **params)[0]

@@ -1,0 +1,536 @@
+"""The synthetic benchmark: benign backgrounds with drawn stand-ins for the paper's three unsafe
+categories, each with an exact ground-truth mask.
+
+The paper evaluates CSE on real sexual, cyberbullying and self-harm images ("Datasets") and asks
+the counterfactual search to obfuscate the minimal set of unsafe regions (Def. 2 and the informed
+greedy search). Such imagery can never be used here, so each category is replaced by a clearly
+synthetic, benign *stand-in* whose pixels are known exactly: the ground truth that an obfuscation
+should cover. Safe *distractors* that share the stand-in's shape, colours or text appear in safe and
+unsafe images alike, so a classifier has to learn the stand-in itself rather than a colour, a shape
+or the mere presence of text.
+
+Stand-ins (what the mask covers) and their distractors, per category:
+
+``sexual``
+    stand-in ``rings``: an ellipse filled with concentric elliptical rings alternating pink and
+    brown. Mask: every pixel of the ellipse.
+    distractors: the same ellipse with a pink/brown ``checker``, ``rings_other`` (concentric rings in
+    another colour pair), ``plain`` (one flat pink or brown).
+``cyberbullying``
+    stand-in ``gesture``: a hand glyph (palm, fingers, thumb, with a dark outline) whose only raised
+    finger is the middle one. Mask: every pixel of the glyph, outline included.
+    stand-in ``word``: a word from :data:`INSULT_WORDS` in outlined bold text. Mask: the text
+    pixels, outline stroke included (alpha >= 50 %).
+    distractors: ``hand_index`` (only the index finger raised), ``hand_open``, ``hand_thumbs_up``,
+    ``hand_fist``; ``word_benign`` from :data:`BENIGN_WORDS` in the
+    same font, sizes and colours.
+``self_harm``
+    stand-in ``wounds``: a skin-toned, forearm-like capsule crossed by 3-5 red parallel slash marks.
+    Mask: every pixel of the capsule, marks included.
+    distractors: ``skin_plain``; ``skin_single`` (one red mark); ``skin_lines_other`` (parallel marks
+    in blue, black, brown or green); ``lines_no_skin`` (red parallel marks on a grey, blue, white or
+    green capsule).
+
+Every object is drawn opaque (binary alpha, no blending), distractors first and stand-ins on top, so
+the mask is exactly the set of pixels whose colour comes from a stand-in. Each object covers about
+3 %-24 % of the image (less when there are several, so that the stand-ins of an unsafe image
+together cover 1 %-25 %), is rotated and placed at random, and an image holds 1-3 objects whose count
+is distributed the same way in safe and unsafe images. Everything is a deterministic function of the
+seed: the background depends on the seed only, so ``make_sample(c, True, seed=s)`` and
+``make_sample(c, False, seed=s)`` share their background (a paired counterfactual).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+CATEGORIES: tuple[str, ...] = ("sexual", "cyberbullying", "self_harm")
+
+#: Benign stand-ins for hateful words (cyberbullying stand-in ``word``).
+INSULT_WORDS: tuple[str, ...] = ("LOSER", "UGLY", "HATE", "DUMB", "FREAK")
+#: Friendly words drawn the same way (distractor ``word_benign``).
+BENIGN_WORDS: tuple[str, ...] = ("HELLO", "SALE", "LOVE", "HAPPY", "OPEN", "SMILE", "GOOD")
+
+#: scikit-image sample images that ship inside the package (no pooch, no network).
+PHOTOS: tuple[str, ...] = (
+    "astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
+    "retina", "stereo_motorcycle", "colorwheel",
+    "camera", "moon", "brick", "grass", "gravel", "coins", "page", "text", "clock", "cell",
+)
+
+#: Mask area, as a fraction of the image, that every unsafe sample satisfies.
+MASK_FRACTION_RANGE: tuple[float, float] = (0.01, 0.25)
+_OBJECT_FRACTION_MIN = 0.03  # smallest area of one object; the largest is 0.24 / (objects in image)
+_MAX_ATTEMPTS = 50
+
+_SKIN = np.array(
+    [(255, 219, 172), (241, 194, 167), (224, 172, 105), (198, 134, 66), (141, 85, 36), (233, 180, 150)],
+    dtype=float,
+)
+_PINK = np.array((232, 150, 172), dtype=float)
+_BROWN = np.array((122, 74, 54), dtype=float)
+_OTHER_PAIRS = np.array(
+    [[(70, 110, 200), (240, 220, 90)], [(60, 150, 80), (235, 235, 225)], [(130, 130, 135), (150, 80, 170)],
+     [(40, 170, 190), (250, 160, 60)]],
+    dtype=float,
+)
+_TEXT_COLOURS = np.array([(220, 30, 30), (20, 20, 20), (250, 250, 250), (250, 220, 40), (200, 40, 200)], dtype=float)
+_LINE_COLOURS = np.array([(40, 60, 170), (25, 25, 25), (110, 70, 40), (40, 120, 60)], dtype=float)
+_NON_SKIN = np.array([(200, 200, 205), (170, 200, 230), (245, 245, 240), (150, 190, 140)], dtype=float)
+
+#: hand glyph kind -> (raised finger slots 0=index..3=little, thumb pose)
+_HANDS: dict[str, tuple[tuple[int, ...], str]] = {
+    "gesture": ((1,), "folded"),
+    "hand_index": ((0,), "folded"),
+    "hand_open": ((0, 1, 2, 3), "out"),
+    "hand_thumbs_up": ((), "up"),
+    "hand_fist": ((), "folded"),
+}
+
+Drawn = tuple[np.ndarray, np.ndarray]  # (h, w, 3) uint8 colours, (h, w) bool alpha
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One drawn object: its kind, its box ``(x0, y0, x1, y1)`` (x1, y1 exclusive) and whether it is
+    the category's unsafe stand-in (``True``) or a safe distractor."""
+
+    kind: str
+    box: tuple[int, int, int, int]
+    standin: bool
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """A benchmark image with its exact ground truth; ``mask`` is all False when ``unsafe`` is False."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    mask: np.ndarray  # (H, W) bool, the stand-in pixels
+    category: str
+    unsafe: bool
+    seed: int
+    placements: tuple[Placement, ...]
+
+    @property
+    def mask_fraction(self) -> float:
+        """Fraction of the image covered by the mask."""
+        return float(self.mask.mean())
+
+    @property
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        """Boxes of the stand-ins (empty for a safe sample)."""
+        return [p.box for p in self.placements if p.standin]
+
+
+# --------------------------------------------------------------------------- backgrounds
+
+
+@lru_cache(maxsize=None)
+def _photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    image = getattr(skimage.data, name)()
+    if isinstance(image, tuple):  # stereo_motorcycle -> (left, right, disparity)
+        image = image[0]
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def _photo_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    photo = _photo(PHOTOS[rng.integers(len(PHOTOS))])
+    h, w = photo.shape[:2]
+    side = int(min(h, w) * rng.uniform(0.35, 1.0))
+    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    image = _resize(photo[y : y + side, x : x + side], size).astype(float)
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    gray = image.mean(axis=-1, keepdims=True)
+    image = gray + (image - gray) * rng.uniform(0.7, 1.3)  # saturation
+    image = (image - image.mean()) * rng.uniform(0.75, 1.25) + image.mean()  # contrast
+    image = image * rng.uniform(0.8, 1.2) * rng.uniform(0.92, 1.08, size=3)  # brightness, white balance
+    return np.clip(image, 0, 255).round().astype(np.uint8)
+
+
+def _procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    kind = rng.integers(3)
+    if kind == 0:  # smooth noise mapped between two colours
+        field = gaussian_filter(rng.normal(size=(size, size)), sigma=size * rng.uniform(0.01, 0.1))
+        t = (field - field.min()) / (np.ptp(field) + 1e-9)
+    else:  # linear gradient at a random angle
+        a = rng.uniform(0, 2 * np.pi)
+        t = np.cos(a) * xx + np.sin(a) * yy
+        t = (t - t.min()) / (np.ptp(t) + 1e-9)
+    c0, c1 = rng.uniform(0, 255, size=(2, 3))
+    image = c0 + t[..., None] * (c1 - c0) + rng.normal(0, rng.uniform(0, 8), size=(size, size, 3))
+    image = Image.fromarray(np.clip(image, 0, 255).round().astype(np.uint8))
+    if kind == 2:  # a simple geometric scene on the gradient
+        draw = ImageDraw.Draw(image)
+        for _ in range(rng.integers(3, 13)):
+            x0, y0 = rng.uniform(-0.1, 1.0, size=2) * size
+            w, h = rng.uniform(0.05, 0.5, size=2) * size
+            colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+            shape = rng.integers(3)
+            if shape == 0:
+                draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
+            elif shape == 1:
+                draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
+            else:
+                points = rng.uniform(-0.1, 1.1, size=(3, 2)) * size
+                draw.polygon([tuple(p) for p in points], fill=colour)
+    return np.asarray(image)
+
+
+def make_background(*, seed: int, size: int = 256) -> np.ndarray:
+    """The benign background of every sample with this seed: a randomly cropped, flipped and
+    colour-jittered scikit-image sample photo (60 %) or a procedural scene (40 %: smooth noise, a
+    gradient, or geometric shapes on a gradient). Returns (size, size, 3) uint8."""
+    rng = np.random.default_rng([seed, 0])
+    if rng.random() < 0.6:
+        return _photo_background(rng, size)
+    return _procedural_background(rng, size)
+
+
+# --------------------------------------------------------------------------- objects
+
+
+class _Layer:
+    """An RGB canvas and its binary alpha, drawn together with the same Pillow primitive."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.rgb = Image.new("RGB", (width, height))
+        self.alpha = Image.new("L", (width, height))
+        self._rgb = ImageDraw.Draw(self.rgb)
+        self._alpha = ImageDraw.Draw(self.alpha)
+
+    def draw(self, shape: str, xy, colour: np.ndarray, *, outline: np.ndarray | None = None, width: int = 0, **kw) -> None:
+        getattr(self._rgb, shape)(xy, fill=_rgb(colour), outline=None if outline is None else _rgb(outline), width=width, **kw)
+        getattr(self._alpha, shape)(xy, fill=255, outline=None if outline is None else 255, width=width, **kw)
+
+    def paint(self, shape: str, xy, colour: np.ndarray, **kw) -> None:
+        """Colour only: marks drawn this way are clipped to the shapes already in the alpha."""
+        getattr(self._rgb, shape)(xy, fill=_rgb(colour), **kw)
+
+    def arrays(self) -> Drawn:
+        return np.array(self.rgb), np.asarray(self.alpha) >= 128
+
+
+def _rgb(colour: np.ndarray) -> tuple[int, int, int]:
+    return tuple(int(c) for c in np.clip(np.round(colour), 0, 255))
+
+
+def _jitter(rng: np.random.Generator, colour: np.ndarray, amount: float = 14.0) -> np.ndarray:
+    return np.clip(colour + rng.uniform(-amount, amount, size=3), 0, 255)
+
+
+def _pick(rng: np.random.Generator, colours: np.ndarray) -> np.ndarray:
+    return _jitter(rng, colours[rng.integers(len(colours))])
+
+
+def _hand(kind: str, rng: np.random.Generator, side: int) -> Drawn:
+    """A hand glyph ``side`` pixels tall: palm, four fingers (raised or folded), thumb, dark outline."""
+    raised, thumb = _HANDS[kind]
+    w, h = max(4, round(0.62 * side)), max(6, side)
+    skin = _pick(rng, _SKIN)
+    edge, lw = skin * 0.55, max(1, side // 40)
+    layer = _Layer(w, h)
+
+    def box(x0: float, y0: float, x1: float, y1: float) -> list[float]:
+        return [x0 * (w - 1), y0 * (h - 1), x1 * (w - 1), y1 * (h - 1)]
+
+    layer.draw("rounded_rectangle", box(0.08, 0.46, 0.94, 0.98), skin, outline=edge, width=lw, radius=0.12 * w)
+    for slot, (cx, top) in enumerate(zip((0.23, 0.42, 0.61, 0.80), (0.14, 0.04, 0.12, 0.24))):
+        y0, y1 = (top, 0.62) if slot in raised else (0.36, 0.6)
+        layer.draw("rounded_rectangle", box(cx - 0.09, y0, cx + 0.09, y1), skin, outline=edge, width=lw, radius=0.08 * w)
+    thumb_box = {"folded": (0.04, 0.6, 0.52, 0.76), "out": (0.0, 0.36, 0.17, 0.8), "up": (0.02, 0.12, 0.22, 0.62)}[thumb]
+    layer.draw("rounded_rectangle", box(*thumb_box), skin, outline=edge, width=lw, radius=0.08 * w)
+    rgb, alpha = layer.arrays()
+    if rng.random() < 0.5:  # left or right hand
+        rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
+    return rgb, alpha
+
+
+@lru_cache(maxsize=64)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _word(words: tuple[str, ...], rng: np.random.Generator, side: int) -> Drawn:
+    """A word in bold outlined text, ``side`` = font size; colour and outline from one shared palette."""
+    word = words[rng.integers(len(words))]
+    fill_index, stroke_index = rng.choice(len(_TEXT_COLOURS), size=2, replace=False)
+    font = _font(max(6, side))
+    stroke = max(1, side // 10)
+    x0, y0, x1, y1 = font.getbbox(word, stroke_width=stroke)
+    size = (x1 - x0 + 2, y1 - y0 + 2)
+    full, inner = Image.new("L", size), Image.new("L", size)
+    ImageDraw.Draw(full).text((1 - x0, 1 - y0), word, font=font, fill=255, stroke_width=stroke, stroke_fill=255)
+    ImageDraw.Draw(inner).text((1 - x0, 1 - y0), word, font=font, fill=255)
+    alpha, core = np.asarray(full) >= 128, np.asarray(inner) >= 128
+    fill, edge = _jitter(rng, _TEXT_COLOURS[fill_index], 8), _jitter(rng, _TEXT_COLOURS[stroke_index], 8)
+    rgb = np.where(core[..., None], fill, edge).round().astype(np.uint8)
+    return rgb, alpha
+
+
+def _ellipse_texture(kind: str, rng: np.random.Generator, side: int) -> Drawn:
+    """An ellipse ``side`` pixels wide filled with concentric rings, a checker or one colour."""
+    w, h = max(4, side), max(4, round(side * rng.uniform(0.55, 1.0)))
+    layer = _Layer(w, h)
+    layer.draw("ellipse", [0, 0, w - 1, h - 1], np.zeros(3))
+    _, alpha = layer.arrays()
+    if kind == "rings_other":
+        a, b = (_jitter(rng, c) for c in _OTHER_PAIRS[rng.integers(len(_OTHER_PAIRS))])
+    else:
+        a, b = _jitter(rng, _PINK), _jitter(rng, _BROWN)
+        if rng.random() < 0.5:
+            a, b = b, a
+    yy, xx = np.mgrid[0:h, 0:w]
+    n = rng.integers(2, 5)  # rings across the radius; the other textures use the same period
+    period = max(2.0, side / (2 * n))
+    if kind in ("rings", "rings_other"):
+        radius = np.hypot((xx - (w - 1) / 2) / (w / 2), (yy - (h - 1) / 2) / (h / 2))
+        second = np.floor(radius * n).astype(int) % 2 == 1
+    elif kind == "checker":
+        second = (np.floor(xx / period) + np.floor(yy / period)).astype(int) % 2 == 1
+    else:  # plain
+        second = np.zeros((h, w), bool)
+    rgb = np.where(second[..., None], b, a) + rng.normal(0, 3, size=(h, w, 3))
+    return np.clip(rgb, 0, 255).round().astype(np.uint8), alpha
+
+
+def _capsule(kind: str, rng: np.random.Generator, side: int) -> Drawn:
+    """A forearm-like capsule ``side`` pixels long, skin-toned or not, with parallel marks across it."""
+    w, h = max(6, side), max(4, round(side * rng.uniform(0.32, 0.5)))
+    base = _pick(rng, _NON_SKIN if kind == "lines_no_skin" else _SKIN)
+    layer = _Layer(w, h)
+    layer.draw("rounded_rectangle", [0, 0, w - 1, h - 1], base, radius=(h - 1) / 2)
+    marks = {"skin_single": 1, "skin_plain": 0}.get(kind, int(rng.integers(3, 6)))
+    colour = _pick(rng, _LINE_COLOURS) if kind == "skin_lines_other" else np.array(
+        (rng.uniform(180, 235), rng.uniform(0, 40), rng.uniform(20, 50))
+    )
+    slant = rng.uniform(-0.5, 0.5)  # shared by all marks: they are parallel
+    width = max(1, round(h * rng.uniform(0.08, 0.13)))
+    centres = np.linspace(0.25, 0.75, marks) if marks > 1 else rng.uniform(0.3, 0.7, size=marks)
+    for c in centres:
+        x, y0, y1 = (c + rng.uniform(-0.03, 0.03)) * w, h * rng.uniform(0.12, 0.25), h * rng.uniform(0.75, 0.88)
+        dx = slant * (y1 - y0) / 2
+        layer.paint("line", [(x - dx, y0), (x + dx, y1)], colour, width=width)
+    rgb, alpha = layer.arrays()
+    rgb = np.clip(rgb + rng.normal(0, 3, size=rgb.shape), 0, 255).round().astype(np.uint8)
+    return rgb, alpha
+
+
+#: category -> (stand-in kinds, distractor kinds); each kind's drawer takes (rng, side).
+_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sexual": (("rings",), ("checker", "rings_other", "plain")),
+    "cyberbullying": (("gesture", "word"), ("hand_index", "hand_open", "hand_thumbs_up", "hand_fist", "word_benign",
+                                            "word_benign")),
+    "self_harm": (("wounds",), ("skin_plain", "skin_single", "skin_lines_other", "lines_no_skin")),
+}
+
+
+def _draw(kind: str, rng: np.random.Generator, side: int) -> Drawn:
+    if kind in _HANDS:
+        return _hand(kind, rng, side)
+    if kind in ("word", "word_benign"):
+        return _word(INSULT_WORDS if kind == "word" else BENIGN_WORDS, rng, side)
+    if kind in ("wounds", "skin_plain", "skin_single", "skin_lines_other", "lines_no_skin"):
+        return _capsule(kind, rng, side)
+    return _ellipse_texture(kind, rng, side)
+
+
+def _rotation_range(kind: str) -> float:
+    if kind.startswith("word"):
+        return 30.0
+    if kind in _HANDS:
+        return 45.0
+    return 180.0
+
+
+def _render(kind: str, rng: np.random.Generator, area: float, size: int) -> Drawn:
+    """Draw ``kind`` so that it covers about ``area`` pixels, rotated at random and cropped tight."""
+    state = rng.bit_generator.state
+    side = max(4, round(math.sqrt(area)))
+    rgb, alpha = _draw(kind, rng, side)  # first draw measures the fill ratio of this shape at this size
+    side = max(4, round(side * math.sqrt(area / max(alpha.sum(), 1))))
+    rng.bit_generator.state = state  # the same colours and shape, redrawn at the calibrated size
+    rgb, alpha = _draw(kind, rng, side)
+    angle = rng.uniform(-1, 1) * _rotation_range(kind)
+    rgb = np.asarray(Image.fromarray(rgb).rotate(angle, resample=Image.Resampling.NEAREST, expand=True))
+    alpha = np.asarray(Image.fromarray(alpha).rotate(angle, resample=Image.Resampling.NEAREST, expand=True))
+    ys, xs = np.nonzero(alpha)
+    rgb, alpha = rgb[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], alpha[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    if max(alpha.shape) > size:  # too large to fit: shrink to the image
+        scale = size / max(alpha.shape)
+        shape = (max(1, int(alpha.shape[1] * scale)), max(1, int(alpha.shape[0] * scale)))
+        rgb = np.asarray(Image.fromarray(rgb).resize(shape, Image.Resampling.NEAREST))
+        alpha = np.asarray(Image.fromarray(alpha).resize(shape, Image.Resampling.NEAREST))
+    return rgb, alpha
+
+
+def _paste(image: np.ndarray, occupied: np.ndarray, drawn: Drawn, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """Paste opaquely where it overlaps least with what is already drawn (10 random tries)."""
+    rgb, alpha = drawn
+    h, w = alpha.shape
+    size_y, size_x = occupied.shape
+    best = None
+    for _ in range(10):
+        y, x = int(rng.integers(0, size_y - h + 1)), int(rng.integers(0, size_x - w + 1))
+        overlap = int((occupied[y : y + h, x : x + w] & alpha).sum())
+        if best is None or overlap < best[0]:
+            best = (overlap, y, x)
+        if overlap == 0:
+            break
+    _, y, x = best
+    region = image[y : y + h, x : x + w]
+    region[alpha] = rgb[alpha]
+    occupied[y : y + h, x : x + w] |= alpha
+    return x, y, x + w, y + h
+
+
+def make_sample(category: str, unsafe: bool, *, seed: int, size: int = 256) -> Sample:
+    """One benchmark image of ``category``: with 1-3 stand-ins (and 0-2 distractors) when ``unsafe``,
+    with 1-3 distractors otherwise; the mask is the exact stand-in pixels. Deterministic in
+    ``(category, unsafe, seed, size)``; the background depends on ``seed`` and ``size`` only."""
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown category {category!r}; choose one of {CATEGORIES}")
+    if size < 64:
+        raise ValueError(f"size must be at least 64 pixels, got {size}")
+    background = make_background(seed=seed, size=size)
+    rng = np.random.default_rng([seed, 1, CATEGORIES.index(category), int(unsafe)])
+    standins, distractors = _KINDS[category]
+    low, high = MASK_FRACTION_RANGE
+    for _ in range(_MAX_ATTEMPTS):
+        total = int(rng.integers(1, 4))
+        n_standins = int(rng.integers(1, total + 1)) if unsafe else 0
+        kinds = [distractors[rng.integers(len(distractors))] for _ in range(total - n_standins)]
+        kinds += [standins[rng.integers(len(standins))] for _ in range(n_standins)]  # stand-ins on top
+        image, occupied = background.copy(), np.zeros((size, size), bool)
+        mask = np.zeros((size, size), bool)
+        placements = []
+        for index, kind in enumerate(kinds):
+            fraction = math.exp(rng.uniform(math.log(_OBJECT_FRACTION_MIN), math.log(0.24 / total)))
+            drawn = _render(kind, rng, fraction * size * size, size)
+            box = _paste(image, occupied, drawn, rng)
+            is_standin = index >= total - n_standins
+            if is_standin:
+                x0, y0, x1, y1 = box
+                mask[y0:y1, x0:x1] |= drawn[1]
+            placements.append(Placement(kind, box, is_standin))
+        if not unsafe or low <= mask.mean() <= high:
+            return Sample(image, mask, category, bool(unsafe), seed, tuple(placements))
+    raise RuntimeError(f"could not place stand-ins covering {low:.0%}-{high:.0%} of the image (seed {seed})")
+
+
+# --------------------------------------------------------------------------- dataset on disk
+
+
+def _item_seed(seed: int, index: int) -> int:
+    """Seeds of the items of ``generate(seed=...)``: distinct within a run, readable in the manifest."""
+    return seed * 1_000_000 + index
+
+
+def generate(
+    out_dir: str | Path,
+    *,
+    n: int,
+    seed: int = 0,
+    size: int = 256,
+    categories: Iterable[str] = CATEGORIES,
+    unsafe_fraction: float = 0.5,
+    progress: Callable[[int, int], None] | None = None,
+    force: bool = False,
+) -> Path:
+    """Write ``n`` images, split evenly across ``categories`` (the first ones take the remainder), as
+    an image-folder dataset per category and return the manifest's path::
+
+        out_dir/<category>/safe/<id>.png      RGB image
+        out_dir/<category>/unsafe/<id>.png    RGB image
+        out_dir/<category>/masks/<id>.png     stand-in mask of an unsafe image, 8-bit, 255 = stand-in
+        out_dir/manifest.json
+
+    ``manifest.json`` holds ``generator``, ``seed``, ``size``, ``n``, ``categories``,
+    ``unsafe_fraction``, ``mask_fraction_range`` and ``items``: one object per image with ``id``,
+    ``path`` and ``mask`` (relative to ``out_dir``; ``mask`` is null for safe images), ``category``,
+    ``label`` (``"safe"``/``"unsafe"``), ``seed`` (``make_sample(category, label == "unsafe",
+    seed=seed, size=size)`` reproduces the image), ``mask_fraction`` and ``objects`` (``kind``,
+    ``box`` ``[x0, y0, x1, y1]`` exclusive, ``standin``). Within each category
+    ``round(count * unsafe_fraction)`` images are unsafe, in a seeded random order.
+
+    ``out_dir`` must be empty or absent; with ``force=True`` files are written over, and files of an
+    earlier run that this one does not rewrite stay in place. The same arguments give byte-identical
+    files.
+    """
+    categories = tuple(categories)
+    unknown = [c for c in categories if c not in CATEGORIES]
+    if unknown or not categories:
+        raise ValueError(f"unknown categories {unknown}; choose from {CATEGORIES}")
+    if n < len(categories) or n >= 1_000_000:
+        raise ValueError(f"n must be between {len(categories)} (one per category) and 999999, got {n}")
+    if not 0.0 <= unsafe_fraction <= 1.0:
+        raise ValueError(f"unsafe_fraction must be in [0, 1], got {unsafe_fraction}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise FileExistsError(f"{out} is not an empty directory; choose a new one or pass force=True to write over it")
+
+    counts = [n // len(categories) + (i < n % len(categories)) for i in range(len(categories))]
+    order = np.random.default_rng([seed, 2])
+    items, index = [], 0
+    for category, count in zip(categories, counts):
+        labels = np.zeros(count, bool)
+        labels[: round(count * unsafe_fraction)] = True
+        for unsafe in order.permutation(labels):
+            item_seed, item_id = _item_seed(seed, index), f"{index:06d}"
+            sample = make_sample(category, bool(unsafe), seed=item_seed, size=size)
+            label = "unsafe" if unsafe else "safe"
+            path = out / category / label / f"{item_id}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(sample.image).save(path)
+            mask_path = None
+            if unsafe:
+                mask_path = out / category / "masks" / f"{item_id}.png"
+                mask_path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(sample.mask.astype(np.uint8) * 255).save(mask_path)
+            items.append({
+                "id": item_id,
+                "path": path.relative_to(out).as_posix(),
+                "category": category,
+                "label": label,
+                "seed": item_seed,
+                "mask": None if mask_path is None else mask_path.relative_to(out).as_posix(),
+                "mask_fraction": round(sample.mask_fraction, 6),
+                "objects": [{"kind": p.kind, "box": list(p.box), "standin": p.standin} for p in sample.placements],
+            })
+            index += 1
+            if progress is not None:
+                progress(index, n)
+    manifest = {
+        "generator": "safeview.synth",
+        "seed": seed,
+        "size": size,
+        "n": n,
+        "categories": list(categories),
+        "unsafe_fraction": unsafe_fraction,
+        "mask_fraction_range": list(MASK_FRACTION_RANGE),
+        "items": items,
+    }
+    path = out / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return path

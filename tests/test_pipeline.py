@@ -1,0 +1,65 @@
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+
+from safeview.pipeline import Safeguard
+from safeview.schema import ScanResult, json_schema
+
+
+def test_red_square_found_and_obfuscated_minimally(red_classifier, red_scene):
+    image, truth = red_scene
+    assert red_classifier.unsafe_probability(red_classifier(image[None]))[0] > 0.9
+    guard = Safeguard([red_classifier], segmentation="slic", segmentation_params={"n_segments": 40, "compactness": 10})
+    result = guard.scan(image)
+    assert result.verdict == "unsafe"
+    (cf,) = result.counterfactuals
+    assert cf.found and 1 <= cf.depth <= cf.greedy_depth <= 10
+    mask = result.mask.to_mask()
+    # the obfuscation covers the planted square and far less than the whole image
+    assert mask[truth].mean() > 0.9
+    assert result.obfuscated_fraction < 0.35
+    assert result.obfuscated_safe is True
+    assert result.unsafe_probability_after["cyberbullying"] < 0.5
+    out = result.artifacts.obfuscated
+    assert np.array_equal(out[~mask], image[~mask])  # safe pixels bit-identical
+    assert "Obfuscating" in result.rationale.text and "cyberbullying" in result.rationale.text
+
+
+def test_safe_image_is_left_alone(red_classifier, photo):
+    result = Safeguard([red_classifier]).scan(photo)
+    assert result.verdict == "safe" and result.mask is None and result.counterfactuals == []
+    assert result.artifacts.obfuscated is None
+
+
+def test_result_validates_against_json_schema(red_classifier, red_scene, tmp_path):
+    result = Safeguard([red_classifier]).scan(red_scene[0])
+    document = json.loads(result.model_dump_json())
+    jsonschema.validate(document, json_schema())
+    again = ScanResult.model_validate(document)
+    assert np.array_equal(again.mask.to_mask(), result.mask.to_mask())
+
+
+def test_deterministic(red_classifier, red_scene):
+    a = Safeguard([red_classifier]).scan(red_scene[0])
+    b = Safeguard([red_classifier]).scan(red_scene[0])
+    assert a.counterfactuals[0].regions == b.counterfactuals[0].regions
+    assert a.mask == b.mask
+
+
+def test_fallback_when_no_counterfactual(red_classifier, red_scene):
+    image, _ = red_scene
+    result = Safeguard([red_classifier], max_regions=1, segmentation="slic",
+                       segmentation_params={"n_segments": 200, "compactness": 10}, fallback="full").scan(image)
+    (cf,) = result.counterfactuals
+    assert not cf.found  # one small region cannot remove the whole square
+    assert result.obfuscated_fraction == 1.0 and result.obfuscated_safe is True
+    assert "No set of up to" in result.rationale.text
+
+
+def test_bad_configuration():
+    with pytest.raises(ValueError):
+        Safeguard([], style="smudge")
+    with pytest.raises(ValueError):
+        Safeguard([], fallback="maybe")

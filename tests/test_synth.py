@@ -1,0 +1,128 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from safeview.synth import CATEGORIES, MASK_FRACTION_RANGE, generate, make_background, make_sample
+
+SEEDS = range(6)
+
+
+def _inside_boxes(shape, placements, *, standin):
+    inside = np.zeros(shape, bool)
+    for p in placements:
+        if standin is None or p.standin == standin:
+            x0, y0, x1, y1 = p.box
+            inside[y0:y1, x0:x1] = True
+    return inside
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_same_seed_same_sample_and_different_seed_different_image(category):
+    a = make_sample(category, True, seed=3, size=96)
+    b = make_sample(category, True, seed=3, size=96)
+    c = make_sample(category, True, seed=4, size=96)
+    assert a.image.dtype == np.uint8 and a.image.shape == (96, 96, 3)
+    assert a.mask.dtype == bool and a.mask.shape == (96, 96)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+    assert a.placements == b.placements
+    assert not np.array_equal(a.image, c.image)
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_unsafe_mask_is_exactly_the_stand_in(category):
+    low, high = MASK_FRACTION_RANGE
+    for seed in SEEDS:
+        sample = make_sample(category, True, seed=seed, size=128)
+        background = make_background(seed=seed, size=128)
+        assert sample.unsafe and sample.category == category and sample.seed == seed
+        assert any(p.standin for p in sample.placements)
+        assert low <= sample.mask_fraction <= high
+        # no mask outside the stand-ins' boxes
+        assert not (sample.mask & ~_inside_boxes(sample.mask.shape, sample.placements, standin=True)).any()
+        # nothing outside the drawn objects changed; the opaque stand-in replaced the background
+        untouched = ~_inside_boxes(sample.mask.shape, sample.placements, standin=None)
+        assert np.array_equal(sample.image[untouched], background[untouched])
+        changed = (sample.image != background).any(axis=-1)
+        assert changed[sample.mask].mean() > 0.95
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_safe_samples_have_empty_masks_but_contain_distractors(category):
+    for seed in SEEDS:
+        sample = make_sample(category, False, seed=seed, size=128)
+        assert not sample.unsafe and not sample.mask.any() and sample.boxes == []
+        assert len(sample.placements) >= 1 and not any(p.standin for p in sample.placements)
+        background = make_background(seed=seed, size=128)
+        assert (sample.image != background).any(axis=-1).mean() > 0.005
+
+
+def test_safe_and_unsafe_with_one_seed_share_their_background():
+    safe, unsafe = make_sample("self_harm", False, seed=9, size=96), make_sample("self_harm", True, seed=9, size=96)
+    untouched = ~(_inside_boxes((96, 96), safe.placements, standin=None) | _inside_boxes((96, 96), unsafe.placements, standin=None))
+    assert untouched.any()
+    assert np.array_equal(safe.image[untouched], unsafe.image[untouched])
+
+
+def test_stand_in_kinds_differ_from_distractor_kinds():
+    for category in CATEGORIES:
+        standins = {p.kind for s in SEEDS for p in make_sample(category, True, seed=s, size=96).placements if p.standin}
+        distractors = {p.kind for s in SEEDS for p in make_sample(category, False, seed=s, size=96).placements}
+        assert standins and distractors and not standins & distractors
+
+
+def test_unknown_category_is_refused():
+    with pytest.raises(ValueError, match="unknown category"):
+        make_sample("violence", True, seed=0)
+
+
+def test_generate_writes_image_folders_masks_and_manifest(tmp_path):
+    calls = []
+    manifest_path = generate(tmp_path / "a", n=7, seed=1, size=64, progress=lambda i, n: calls.append((i, n)))
+    assert manifest_path == tmp_path / "a" / "manifest.json"
+    assert calls == [(i, 7) for i in range(1, 8)]
+    manifest = json.loads(manifest_path.read_text())
+    items = manifest["items"]
+    assert manifest["seed"] == 1 and manifest["size"] == 64 and len(items) == 7
+    assert [sum(it["category"] == c for it in items) for c in CATEGORIES] == [3, 2, 2]
+    assert len({it["id"] for it in items}) == 7
+    for it in items:
+        image = np.asarray(Image.open(tmp_path / "a" / it["path"]))
+        assert it["path"] == f"{it['category']}/{it['label']}/{it['id']}.png"
+        sample = make_sample(it["category"], it["label"] == "unsafe", seed=it["seed"], size=64)
+        assert np.array_equal(image, sample.image)
+        assert it["mask_fraction"] == pytest.approx(sample.mask_fraction, abs=1e-6)
+        assert [o["box"] for o in it["objects"] if o["standin"]] == [list(b) for b in sample.boxes]
+        if it["label"] == "unsafe":
+            mask = np.asarray(Image.open(tmp_path / "a" / it["mask"])) == 255
+            assert it["mask"] == f"{it['category']}/masks/{it['id']}.png"
+            assert np.array_equal(mask, sample.mask)
+        else:
+            assert it["mask"] is None and it["mask_fraction"] == 0
+    # same arguments -> byte-identical files; another seed -> other images
+    generate(tmp_path / "b", n=7, seed=1, size=64)
+    generate(tmp_path / "c", n=7, seed=2, size=64)
+    for it in items:
+        assert (tmp_path / "a" / it["path"]).read_bytes() == (tmp_path / "b" / it["path"]).read_bytes()
+    assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
+    first = {it["id"]: it["path"] for it in items}
+    other = {it["id"]: it["path"] for it in json.loads((tmp_path / "c" / "manifest.json").read_text())["items"]}
+    assert any(
+        first[i] != other[i] or (tmp_path / "a" / first[i]).read_bytes() != (tmp_path / "c" / other[i]).read_bytes()
+        for i in first
+    )
+
+
+def test_generate_splits_labels_by_unsafe_fraction(tmp_path):
+    items = json.loads(generate(tmp_path, n=8, size=64, categories=["sexual"], unsafe_fraction=0.25).read_text())["items"]
+    assert sorted(it["label"] for it in items) == ["safe"] * 6 + ["unsafe"] * 2
+
+
+def test_generate_refuses_a_non_empty_directory_unless_forced(tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="force=True"):
+        generate(tmp_path, n=3, size=64)
+    assert not (tmp_path / "manifest.json").exists()
+    generate(tmp_path, n=3, size=64, force=True)
+    assert (tmp_path / "manifest.json").exists() and (tmp_path / "keep.txt").exists()
