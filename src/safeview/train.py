@@ -158,7 +158,7 @@ def train_classifier(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         val_acc, _ = _evaluate(module, x[split.val], y[split.val])
         history.append({"epoch": epoch + 1, "loss": total / len(order), "val_accuracy": val_acc})
         if progress:
