@@ -26,10 +26,10 @@ bench: setup
 # Re-create the committed demo models (not part of `make demo`, which never retrains):
 # synthetic benchmark at seed 0, one small CNN per category, test accuracy stored in each checkpoint.
 DEMO_DATA   ?= build/demo-data
-DEMO_EPOCHS ?= 12
+DEMO_EPOCHS ?= 16
 DEMO_SIZE   ?= 128
 demo-models: setup
-	$(VENV)/bin/safeview synth $(DEMO_DATA) --n 3000 --seed 0 --force
+	$(VENV)/bin/safeview synth $(DEMO_DATA) --n 6000 --seed 0 --force
 	for c in sexual cyberbullying self_harm; do \
 	  $(VENV)/bin/safeview train $(DEMO_DATA)/$$c --category $$c --out src/safeview/data/models/demo_$$c.safeview \
 	    --epochs $(DEMO_EPOCHS) --image-size $(DEMO_SIZE) --seed 0 --force || exit 1; \

@@ -63,10 +63,13 @@ def resnet18() -> Classifier:
 def test_every_method_gives_an_image_sized_map_in_unit_range(method):
     clf = _classifier("small", Preprocess(resize=(72, 72), crop=(64, 64)))
     params = {"batch_size": 64} if method == "ablationcam" else {}
-    amap = attribution_map(clf, _image(50, 70), 1, method, **params)
-    assert amap.shape == (50, 70) and amap.dtype == np.float32
-    assert np.isfinite(amap).all() and amap.min() >= 0.0 and amap.max() <= 1.0
-    assert amap.max() == 1.0  # a random image on a random net has some evidence somewhere
+    maps = [attribution_map(clf, _image(50, 70), target, method, **params) for target in (0, 1)]
+    for amap in maps:
+        assert amap.shape == (50, 70) and amap.dtype == np.float32
+        assert np.isfinite(amap).all() and amap.min() >= 0.0 and amap.max() <= 1.0
+    # a random image on a random net has positive evidence somewhere for at least one class
+    # (CAMs clip negative evidence, so one of the two targets may give an all-zero map)
+    assert max(amap.max() for amap in maps) == 1.0
 
 
 @pytest.mark.parametrize("arch", ["small", "resnet18"])

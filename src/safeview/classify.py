@@ -310,14 +310,43 @@ def load_classifier(name_or_path: str | os.PathLike, *, device: str = "cpu") -> 
     raise ModelError(f"{key}: unknown model; use a built-in name ({', '.join(sorted(BUILTIN_MODELS))}) or a checkpoint path")
 
 
+def load_model_set_file(path: str | os.PathLike, *, device: str = "cpu") -> list[Classifier]:
+    """Load a model-set TOML file: a ``[models]`` table naming one model per category, e.g.
+    ``sexual = "models/sexual.safeview"`` (relative paths are relative to the file; built-in names
+    work too). Each classifier's category becomes its key."""
+    import tomllib
+
+    path = Path(path).expanduser()
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("models")
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such model-set file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not a valid TOML model set ({exc})") from None
+    if not isinstance(table, dict) or not table or not all(isinstance(v, str) for v in table.values()):
+        raise ModelError(f'{path}: needs a [models] table of category = "checkpoint path or built-in name" lines')
+    classifiers = []
+    for category, target in table.items():
+        resolved = target if target in BUILTIN_MODELS else str(path.parent / Path(target).expanduser())
+        classifier = load_classifier(resolved, device=device)
+        classifier.category = category
+        classifiers.append(classifier)
+    return classifiers
+
+
 def load_model_set(spec: str, *, device: str = "cpu") -> list[Classifier]:
-    """Resolve ``--models``: comma-separated built-in set names, model names or checkpoint paths."""
+    """Resolve ``--models``: comma-separated built-in set names, model names, checkpoint paths or
+    model-set ``.toml`` files (see :func:`load_model_set_file`)."""
     names: list[str] = []
     for part in (p.strip() for p in str(spec).split(",")):
         if not part:
             continue
         names.extend(MODEL_SETS.get(part, (part,)))
     if not names:
-        raise ModelError("no models given; use --models default, demo, a model name or a checkpoint path")
+        raise ModelError("no models given; use --models default, demo, a model name, a checkpoint path or a set.toml")
     seen: dict[str, None] = dict.fromkeys(names)  # keep order, drop repeats
-    return [load_classifier(n, device=device) for n in seen]
+    return [
+        clf
+        for n in seen
+        for clf in (load_model_set_file(n, device=device) if n.endswith(".toml") else [load_classifier(n, device=device)])
+    ]

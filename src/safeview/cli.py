@@ -70,7 +70,7 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
 def scan(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for results, obfuscated images and report.html."),
-    models: str = typer.Option("default", help="Model set: 'default' (Open-NSFW), 'demo' (synthetic stand-ins), model names or checkpoint paths, comma-separated."),
+    models: str = typer.Option("default", help="Model set: 'default' (Open-NSFW), 'demo' (synthetic stand-ins), model names, checkpoint paths or a model-set .toml file, comma-separated."),
     attribution: str = typer.Option("fullgrad", help="Attribution method: fullgrad (fast, default), fullgrad-ref (pytorch-grad-cam), gradcam, gradcam++, xgradcam, ablationcam."),
     segmentation: str = typer.Option("slic", help="Segmentation: slic, felzenszwalb, watershed, bass."),
     style: str = typer.Option("blur", help="Obfuscation style: blur, pixelate, fill, mean."),
@@ -175,38 +175,123 @@ def models_command() -> None:
 
 @app.command()
 def train(
-    data: Path = typer.Argument(..., help="Image folder with one sub-folder per class (safe/, unsafe/)."),
+    data: Path = typer.Argument(..., help="Image folder with one sub-folder per class (safe/, unsafe/), or a CSV/JSONL manifest of path,label."),
     category: str = typer.Option(..., help="Category the model detects (sexual, cyberbullying, self_harm, …)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write (.safeview)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write (.safeview); the split goes next to it (.split.json)."),
+    class_map: Optional[list[str]] = typer.Option(None, "--map", help="FOLDER=CLASS, repeatable: which folders (or manifest labels) form which class, e.g. --map neutral=safe --map porn=unsafe."),
+    unsafe: Optional[list[str]] = typer.Option(None, "--unsafe", help="Unsafe class, repeatable (default: unsafe)."),
     arch: str = typer.Option("small", help="Architecture: small, resnet18, resnet34, resnet50, mobilenet_v3_small."),
     width: Optional[int] = typer.Option(None, help="Width of the 'small' architecture."),
-    epochs: int = typer.Option(12, help="Training epochs; the best validation epoch is kept."),
-    image_size: int = typer.Option(128, help="Input side in pixels."),
+    init: Optional[Path] = typer.Option(None, help="Local weights to start from (e.g. torchvision's resnet50 .pth); without it, training starts from scratch."),
+    epochs: int = typer.Option(12, help="Training epochs; the best validation epoch is kept (the paper: 50)."),
+    image_size: int = typer.Option(128, help="Input side in pixels (the paper: 224)."),
     batch_size: int = typer.Option(64, help="Batch size."),
-    lr: float = typer.Option(3e-3, help="Peak learning rate (one-cycle schedule)."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, one-cycle cosine schedule)."),
+    weight_decay: float = typer.Option(1e-4, help="AdamW weight decay."),
+    augment: str = typer.Option("dihedral", help="Augmentation: dihedral (flips and 90° turns), flip, none."),
+    patience: Optional[int] = typer.Option(None, help="Stop early after this many epochs without a better validation accuracy."),
     seed: int = typer.Option(0, help="Seed of the split, initialisation and batches."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its saved state (same options)."),
+    workers: int = typer.Option(2, help="Processes decoding images."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing checkpoint."),
 ) -> None:
-    """Train a safe/unsafe classifier (80/10/10 split, best validation kept, temperature-calibrated)."""
-    if out.exists() and not force:
+    """Train a safe/unsafe classifier (stratified 80/10/10 split, best validation kept, temperature-calibrated)."""
+    from .train import TrainingInterrupted, parse_class_map, state_path, train_classifier
+
+    if out.exists() and not force and not (resume and state_path(out).exists()):
         fail(f"{out}: already exists; pass --force to overwrite it")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from .errors import SafeViewError
-    from .train import train_classifier
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+        console=console, disable=not console.is_terminal,
+    ) as bar:
+        task = None
+
+        def report(event) -> None:
+            nonlocal task
+            if event.kind == "step":
+                if task is None:
+                    task = bar.add_task("training", total=event.epochs * event.steps, stats="")
+                bar.update(
+                    task, completed=(event.epoch - 1) * event.steps + event.step,
+                    description=f"epoch {event.epoch}/{event.epochs}", stats=f"loss {event.loss:.4f} acc {event.accuracy:.3f}",
+                )
+            else:
+                bar.console.print(str(event), highlight=False, soft_wrap=True)
+
+        try:
+            clf = train_classifier(
+                data, category=category, out=out, class_map=parse_class_map(class_map or []), unsafe_classes=unsafe or ("unsafe",),
+                arch=arch, arch_kwargs={"width": width} if width else None, init=init, epochs=epochs, image_size=image_size,
+                batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment, patience=patience, seed=seed,
+                resume=resume, workers=workers, device=device, progress=report,
+            )
+        except TrainingInterrupted as exc:
+            bar.stop()
+            console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(130)
+        except (SafeViewError, ValueError) as exc:
+            bar.stop()
+            fail(str(exc))
+    meta = clf.metadata
+    test = f"test accuracy {meta['test_accuracy']:.3f}, " if meta["test_accuracy"] is not None else ""
+    console.print(
+        f"saved {out}: val accuracy {meta['val_accuracy']:.3f}, {test}temperature {meta['temperature']:.2f}, "
+        f"{len(meta['skipped'])} images skipped; split in {meta['split_file']}",
+        highlight=False, soft_wrap=True,
+    )
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Argument(..., help="Checkpoint path or built-in model name."),
+    data: Path = typer.Argument(..., help="Image folder with one sub-folder per label, or a CSV/JSONL manifest of path,label."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json, report.html and plots."),
+    class_map: Optional[list[str]] = typer.Option(None, "--map", help="FOLDER=LABEL, repeatable: which folders (or manifest labels) are which model label."),
+    part: str = typer.Option("all", help="Evaluate only the images the training split put in: train, val, test; or all."),
+    split: Optional[Path] = typer.Option(None, help="Split file (default: the one next to the checkpoint)."),
+    reveal: bool = typer.Option(False, "--reveal", help="Show error thumbnails unblurred."),
+    workers: int = typer.Option(2, help="Processes decoding images."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a report already in --out."),
+) -> None:
+    """Evaluate a classifier: accuracy, precision, recall, F1, ROC-AUC, confusion matrix, calibration (ECE), errors."""
+    if out is not None and (out / "report.json").exists() and not force:
+        fail(f"{out}: already holds a report; pass --force to overwrite it or choose another --out")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from .classify import load_classifier
+    from .errors import SafeViewError
+    from .evaluate import evaluate_classifier, write_evaluation
+    from .train import parse_class_map
 
     try:
-        clf = train_classifier(
-            data, category=category, out=out, arch=arch, arch_kwargs={"width": width} if width else None,
-            epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
-            progress=lambda line: console.print(line, highlight=False),
-        )
+        clf = load_classifier(model)
+        with Progress(BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, disable=not console.is_terminal) as bar:
+            task = bar.add_task("evaluating")
+            report = evaluate_classifier(
+                clf, data, class_map=parse_class_map(class_map or []), part=part, split=split, workers=workers,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        page = write_evaluation(report, out, reveal=reveal) if out is not None else None
     except (SafeViewError, ValueError) as exc:
         fail(str(exc))
-    meta = clf.metadata
+    for line in report["skipped"]:
+        console.print(f"[red]skipped:[/] {line}", highlight=False, soft_wrap=True)
+    m = report["metrics"]
+    shown = ", ".join(f"{name} {'n/a' if m[key] is None else format(m[key], '.3f')}" for name, key in (
+        ("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("ROC-AUC", "roc_auc"), ("ECE", "ece"),
+    ))
     console.print(
-        f"saved {out}: val accuracy {meta['val_accuracy']:.3f}, test accuracy {meta['test_accuracy']:.3f}, "
-        f"temperature {meta['temperature']:.2f}, {len(meta['skipped'])} images skipped",
-        highlight=False,
+        f"{report['n_images']} images: {shown}" + (f". Report: {page}" if page else ""),
+        highlight=False, soft_wrap=True,
     )
+    if json_out:
+        sys.stdout.write(json.dumps(report) + "\n")
 
 
 @app.command()

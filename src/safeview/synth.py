@@ -21,8 +21,8 @@ Stand-ins (what the mask covers) and their distractors, per category:
     finger is the middle one. Mask: every pixel of the glyph, outline included.
     stand-in ``word``: a word from :data:`INSULT_WORDS` in outlined bold text. Mask: the text
     pixels, outline stroke included (alpha >= 50 %).
-    distractors: ``hand_index`` (only the index finger raised), ``hand_open``, ``hand_thumbs_up``,
-    ``hand_fist``; ``word_benign`` from :data:`BENIGN_WORDS` in the
+    distractors: ``hand_open``, ``hand_thumbs_up``, ``hand_fist`` (same palette, outline and size;
+    a lone raised index finger was dropped as too close for a small demo CNN); ``word_benign`` from :data:`BENIGN_WORDS` in the
     same font, sizes and colours.
 ``self_harm``
     stand-in ``wounds``: a skin-toned, forearm-like capsule crossed by 3-5 red parallel slash marks.
@@ -89,7 +89,6 @@ _NON_SKIN = np.array([(200, 200, 205), (170, 200, 230), (245, 245, 240), (150, 1
 #: hand glyph kind -> (raised finger slots 0=index..3=little, thumb pose)
 _HANDS: dict[str, tuple[tuple[int, ...], str]] = {
     "gesture": ((1,), "folded"),
-    "hand_index": ((0,), "folded"),
     "hand_open": ((0, 1, 2, 3), "out"),
     "hand_thumbs_up": ((), "up"),
     "hand_fist": ((), "folded"),
@@ -338,7 +337,7 @@ def _capsule(kind: str, rng: np.random.Generator, side: int) -> Drawn:
 #: category -> (stand-in kinds, distractor kinds); each kind's drawer takes (rng, side).
 _KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sexual": (("rings",), ("checker", "rings_other", "plain")),
-    "cyberbullying": (("gesture", "word"), ("hand_index", "hand_open", "hand_thumbs_up", "hand_fist", "word_benign",
+    "cyberbullying": (("gesture", "word"), ("hand_open", "hand_thumbs_up", "hand_fist", "word_benign",
                                             "word_benign")),
     "self_harm": (("wounds",), ("skin_plain", "skin_single", "skin_lines_other", "lines_no_skin")),
 }

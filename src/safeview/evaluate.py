@@ -1,0 +1,315 @@
+"""Evaluating an unsafe-image classifier on labelled images: the metrics of the paper's classifier
+table (accuracy on the held-out test split) plus precision, recall, F1 and ROC-AUC of the unsafe
+labels, the confusion matrix, and the expected calibration error (Guo et al. 2017, 15 equal-width
+bins), which says whether the search's 0.5 threshold means what it says. Reports are JSON and an
+HTML page with plots; the thumbnails of misclassified images are blurred unless asked otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from .errors import SafeViewError
+
+ECE_BINS = 15
+THUMB = 160  # longest side of an error thumbnail, px
+
+
+def reliability_bins(probabilities: np.ndarray, labels: np.ndarray, *, bins: int = ECE_BINS) -> list[dict[str, float]]:
+    """Per equal-width confidence bin ``(lo, hi]``: count, mean confidence (the top probability) and
+    accuracy (top class == label) of the rows that fall in it; the reliability diagram's data."""
+    probabilities, labels = np.asarray(probabilities, np.float64), np.asarray(labels)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        out.append({
+            "lo": b / bins, "hi": (b + 1) / bins, "count": n,
+            "confidence": float(confidence[sel].mean()) if n else None,
+            "accuracy": float(correct[sel].mean()) if n else None,
+        })
+    return out
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, *, bins: int = ECE_BINS) -> float:
+    """ECE = sum over bins of (bin count / N) * |accuracy - mean confidence| (Guo et al. 2017)."""
+    table = reliability_bins(probabilities, labels, bins=bins)
+    n = sum(b["count"] for b in table)
+    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in table if b["count"])) if n else 0.0
+
+
+def roc_auc(scores: np.ndarray, positives: np.ndarray) -> float | None:
+    """Area under the ROC curve: the probability that a random positive scores above a random
+    negative, ties counting one half (Mann-Whitney U); None when one class is absent."""
+    positives = np.asarray(positives, bool)
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if not n_pos or not n_neg:
+        return None
+    ranks = rankdata(np.asarray(scores, np.float64))
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_curve(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct score threshold, from (0, 0) to (1, 1)."""
+    scores, positives = np.asarray(scores, np.float64), np.asarray(positives, bool)
+    order = np.argsort(-scores, kind="stable")
+    scores, positives = scores[order], positives[order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # last row of each distinct score
+    tp = np.cumsum(positives)[last]
+    fp = (last + 1) - tp
+    tpr = np.r_[0.0, tp / max(1, positives.sum())]
+    fpr = np.r_[0.0, fp / max(1, (~positives).sum())]
+    return fpr, tpr
+
+
+def classification_metrics(
+    y_true: Sequence[int], probabilities: np.ndarray, *, labels: Sequence[str], unsafe_indices: Sequence[int], bins: int = ECE_BINS
+) -> dict[str, Any]:
+    """Metrics of ``probabilities`` (N×C) against class indices ``y_true``.
+
+    ``accuracy``: top class == label. ``precision``/``recall``/``f1``: unsafe (any of
+    ``unsafe_indices``) as the positive class, predicted when the top class is unsafe; None when
+    undefined (no predicted or no actual positives). ``roc_auc``: of the summed unsafe probability.
+    ``ece``: :func:`expected_calibration_error`. ``confusion_matrix``: C×C counts, rows true, columns
+    predicted. Also ``per_class`` counts, the ``reliability`` bins and the ``roc`` curve.
+    """
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(probabilities, np.float64)
+    if p.ndim != 2 or len(p) != len(y) or p.shape[1] != len(labels):
+        raise ValueError(f"probabilities of shape {p.shape} do not match {len(y)} labels over {len(labels)} classes")
+    pred = p.argmax(axis=1)
+    unsafe = np.isin(np.arange(len(labels)), list(unsafe_indices))
+    actual, flagged = unsafe[y], unsafe[pred]
+    tp, fp = int((actual & flagged).sum()), int((~actual & flagged).sum())
+    fn, tn = int((actual & ~flagged).sum()), int((~actual & ~flagged).sum())
+    confusion = np.zeros((len(labels), len(labels)), np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    score = p[:, unsafe].sum(axis=1)
+    fpr, tpr = roc_curve(score, actual)
+    return {
+        "n": int(len(y)),
+        "labels": list(labels),
+        "unsafe_labels": [labels[i] for i in unsafe_indices],
+        "accuracy": float((pred == y).mean()) if len(y) else None,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
+        "roc_auc": roc_auc(score, actual),
+        "ece": expected_calibration_error(p, y, bins=bins) if len(y) else None,
+        "unsafe_confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+        "confusion_matrix": confusion.tolist(),
+        "per_class": [
+            {
+                "label": label, "n": int(confusion[i].sum()), "correct": int(confusion[i, i]),
+                "recall": float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None,
+                "precision": float(confusion[i, i] / confusion[:, i].sum()) if confusion[:, i].sum() else None,
+            }
+            for i, label in enumerate(labels)
+        ],
+        "reliability": reliability_bins(p, y, bins=bins),
+        "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+    }
+
+
+def evaluate_classifier(
+    classifier,
+    data: str | Path,
+    *,
+    class_map: Mapping[str, str] | None = None,
+    part: str = "all",
+    split: str | Path | None = None,
+    workers: int = 0,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``classifier`` on the labelled images of ``data`` (a folder with one sub-folder per
+    label, or folders mapped to labels by ``class_map``, or a CSV/JSONL manifest; see
+    :func:`safeview.train.read_dataset`). ``part`` ("train", "val", "test") keeps the images that
+    the checkpoint's split file (``split``, default next to the checkpoint) put in that part;
+    "all" keeps every image. Unreadable images are skipped and listed. Returns the report dict:
+    the model, the data, ``metrics`` (:func:`classification_metrics`), ``errors`` (misclassified
+    images, most confident first) and ``skipped``."""
+    import torch
+
+    from .classify import file_sha256
+    from .train import PARTS, decode_images, read_dataset, read_split, split_path
+
+    root = Path(data).expanduser()
+    classes: Sequence[str] = classifier.labels
+    if root.is_dir() and not class_map:
+        classes = [label for label in classifier.labels if (root / label).is_dir()]
+        if not classes:
+            raise SafeViewError(f"{root}: holds none of the model's label folders ({', '.join(classifier.labels)}); use --map FOLDER=LABEL")
+    dataset = read_dataset(root, class_map=class_map, classes=classes)
+    foreign = [c for c in dataset.classes if c not in classifier.labels]
+    if foreign:
+        raise SafeViewError(f"classes {foreign} are not labels of {classifier.name} ({', '.join(classifier.labels)}); use --map FOLDER=LABEL")
+    to_model = [classifier.labels.index(c) for c in dataset.classes]
+    paths, targets, skipped = dataset.paths, [to_model[label] for label in dataset.labels], []
+    if part != "all":
+        if part not in PARTS:
+            raise SafeViewError(f"unknown part {part!r}; choose all, {', '.join(PARTS)}")
+        if split is None:
+            if "path" not in classifier.metadata:
+                raise SafeViewError("give the split file (--split) to evaluate one part with a model that was not loaded from a file")
+            split = split_path(classifier.metadata["path"])
+        parts = read_split(split)
+        kept = []
+        for path, target in zip(paths, targets):
+            try:
+                if parts.get(file_sha256(path)) == part:
+                    kept.append((path, target))
+            except OSError as exc:
+                skipped.append(f"{path}: cannot be read ({exc.strerror or exc})")
+        if not kept:
+            raise SafeViewError(f"{root}: none of its images is in the {part} part of {split}")
+        paths, targets = [p for p, _ in kept], [t for _, t in kept]
+
+    rows, probabilities, chunk = [], [], []
+
+    def flush() -> None:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.stack([a for _, a in chunk])).to(classifier.device)
+            probabilities.append(torch.softmax(classifier.logits(x).float(), 1).cpu().numpy())
+        rows.extend(i for i, _ in chunk)
+        chunk.clear()
+
+    for done, (i, _sha, array, error) in enumerate(decode_images(paths, classifier.preprocess.array, workers=workers), 1):
+        if error is not None:
+            skipped.append(error)
+        else:
+            chunk.append((i, array))
+            if len(chunk) == batch_size:
+                flush()
+        if progress:
+            progress(done, len(paths))
+    if chunk:
+        flush()
+    if not rows:
+        raise SafeViewError(f"{root}: none of its {len(paths)} files is a readable image")
+    p = np.concatenate(probabilities)
+    y = np.asarray([targets[i] for i in rows])
+    metrics = classification_metrics(y, p, labels=classifier.labels, unsafe_indices=classifier.unsafe_indices)
+    unsafe_score = p[:, classifier.unsafe_indices].sum(axis=1)
+    wrong = [k for k in np.argsort(-p.max(axis=1), kind="stable") if p[k].argmax() != y[k]]
+    errors = [
+        {
+            "path": str(paths[rows[k]]), "true": classifier.labels[y[k]], "predicted": classifier.labels[int(p[k].argmax())],
+            "confidence": float(p[k].max()), "unsafe_probability": float(unsafe_score[k]),
+        }
+        for k in wrong
+    ]
+    return {
+        "model": classifier.name,
+        "category": classifier.category,
+        "model_sha256": classifier.metadata.get("sha256"),
+        "temperature": classifier.temperature,
+        "data": str(root),
+        "part": part,
+        "split": str(split) if split is not None else None,
+        "n_images": len(rows),
+        "metrics": metrics,
+        "errors": errors,
+        "skipped": skipped,
+    }
+
+
+def _plots(metrics: dict[str, Any], folder: Path) -> dict[str, str]:
+    """ROC curve, reliability diagram and confusion matrix as PNGs (matplotlib's object API, so no
+    global backend is touched)."""
+    from matplotlib.figure import Figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+
+    fig = Figure(figsize=(4, 4), dpi=110, layout="tight")
+    ax = fig.add_subplot()
+    auc = metrics["roc_auc"]
+    ax.plot(metrics["roc"]["fpr"], metrics["roc"]["tpr"], color="#c0392b", label=f"AUC {auc:.3f}" if auc is not None else "AUC n/a")
+    ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate (unsafe)", title="ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right")
+    fig.savefig(folder / "roc.png")
+    files["roc"] = "roc.png"
+
+    fig = Figure(figsize=(4, 4), dpi=110, layout="tight")
+    ax = fig.add_subplot()
+    bins = [b for b in metrics["reliability"] if b["count"]]
+    width = metrics["reliability"][0]["hi"] - metrics["reliability"][0]["lo"]
+    ax.bar([b["lo"] for b in bins], [b["accuracy"] for b in bins], width=width, align="edge", color="#2e86c1", edgecolor="white", label="accuracy")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="#1d2430", markersize=3, label="(mean confidence, accuracy)")
+    ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
+    ax.set(xlabel="confidence", ylabel="accuracy", title=f"Reliability (ECE {metrics['ece']:.3f})", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="upper left")
+    fig.savefig(folder / "reliability.png")
+    files["reliability"] = "reliability.png"
+
+    matrix = np.asarray(metrics["confusion_matrix"])
+    side = 2.2 + 0.7 * len(matrix)
+    fig = Figure(figsize=(side, side), dpi=110, layout="tight")
+    ax = fig.add_subplot()
+    ax.imshow(matrix, cmap="Blues")
+    for (r, c), v in np.ndenumerate(matrix):
+        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > matrix.max() / 2 else "#1d2430")
+    ticks = range(len(matrix))
+    ax.set_xticks(ticks, metrics["labels"], rotation=30)
+    ax.set_yticks(ticks, metrics["labels"])
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
+    fig.savefig(folder / "confusion.png")
+    files["confusion"] = "confusion.png"
+    return files
+
+
+def _thumbnail(path: str, target: Path, *, reveal: bool) -> str | None:
+    from PIL import Image
+
+    from .errors import ImageError
+    from .images import load_image
+    from .obfuscate import obfuscate
+
+    try:
+        image = load_image(path)
+    except ImageError:
+        return None
+    h, w = image.shape[:2]
+    scale = min(1.0, THUMB / max(h, w))
+    small = np.asarray(Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR))
+    if not reveal:
+        small = obfuscate(small, np.ones(small.shape[:2], bool), "blur")
+    Image.fromarray(small).save(target, quality=85)
+    return target.name
+
+
+def write_evaluation(report: dict[str, Any], out: str | Path, *, reveal: bool = False, max_errors: int = 24) -> Path:
+    """Write ``report.json``, ``report.html`` and its plots and error thumbnails (blurred unless
+    ``reveal``; at most ``max_errors`` per true class) into ``out``; returns the HTML path."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    plots = _plots(report["metrics"], out / "plots")
+    thumbs = out / "errors"
+    thumbs.mkdir(exist_ok=True)
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for n, error in enumerate(report["errors"]):
+        shown = by_class.setdefault(error["true"], [])
+        if len(shown) < max_errors:
+            name = _thumbnail(error["path"], thumbs / f"{n:05d}.jpg", reveal=reveal)
+            shown.append({**error, "thumbnail": f"errors/{name}" if name else None})
+    env = Environment(loader=PackageLoader("safeview", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    page = env.get_template("evaluate.html.j2").render(
+        report=report, m=report["metrics"], plots={k: f"plots/{v}" for k, v in plots.items()}, errors=by_class,
+        error_counts={c: sum(e["true"] == c for e in report["errors"]) for c in by_class}, reveal=reveal,
+    )
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path

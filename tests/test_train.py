@@ -1,0 +1,227 @@
+"""Training protocol: split, resumability, bad data, initial weights, CLI, model-set files.
+
+Every model here is the narrow ``small`` network trained for two epochs on 32 px images of a red
+square (unsafe) versus none (safe), which takes a few seconds on one CPU thread."""
+
+import json
+import os
+import shutil
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from safeview.classify import load_checkpoint, load_model_set
+from safeview.cli import app
+from safeview.errors import ModelError, SafeViewError
+from safeview.nets import build
+from safeview.train import (
+    TrainingInterrupted,
+    load_init_weights,
+    parse_class_map,
+    read_dataset,
+    read_split,
+    split_path,
+    state_path,
+    stratified_split,
+    train_classifier,
+)
+
+SIZE = 32
+FAST = dict(category="cyberbullying", arch="small", arch_kwargs={"width": 8}, image_size=SIZE, epochs=2, batch_size=4, lr=1e-2, seed=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def square_images(folder, n, *, unsafe, seed):
+    """``n`` noisy flat-colour images, with a red square placed at random when ``unsafe``."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = np.clip(rng.integers(40, 200, 3) + rng.normal(0, 12, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+        if unsafe:
+            y, x = rng.integers(0, SIZE - 12, 2)
+            img[y : y + 12, x : x + 12] = (255, 0, 0)
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """60 safe and 60 unsafe images, one unsafe file also copied into safe/, one corrupt file."""
+    root = tmp_path_factory.mktemp("squares")
+    square_images(root / "safe", 60, unsafe=False, seed=1)
+    square_images(root / "unsafe", 60, unsafe=True, seed=2)
+    shutil.copy(root / "unsafe" / "007.png", root / "safe" / "dup.png")
+    (root / "safe" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    (root / "masks").mkdir()  # a folder that is no class is ignored
+    Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(root / "masks" / "000.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "squares.safeview"
+    events = []
+    clf = train_classifier(data, out=out, progress=events.append, **FAST)
+    return out, clf, events
+
+
+def test_two_epochs_reach_far_above_chance(trained):
+    out, clf, events = trained
+    meta = clf.metadata
+    assert meta["val_accuracy"] >= 0.8  # chance is 0.5
+    assert meta["test_metrics"]["roc_auc"] >= 0.8
+    assert len(meta["history"]) == 2 and meta["epochs_run"] == 2
+    assert sum(meta["n_images"].values()) == 121  # the corrupt file and masks/ are left out
+    assert meta["n_images"]["val"] + meta["n_images"]["test"] in (24, 25)  # 6 + 6 groups each; the twin pair counts twice
+    assert any("from scratch" in str(e) for e in events)
+    assert any(e.kind == "step" and e.steps == -(-meta["n_images"]["train"] // 4) for e in events)
+    assert not state_path(out).exists()  # a finished run leaves no resumable state behind
+    loaded = load_checkpoint(out)
+    assert loaded.labels == ["safe", "unsafe"] and loaded.unsafe_labels == ["unsafe"]
+    assert loaded.temperature == pytest.approx(clf.temperature)
+    assert loaded.metadata["split_file"] == split_path(out).name
+    for name, tensor in clf.module.state_dict().items():
+        assert torch.equal(tensor, loaded.module.state_dict()[name])
+
+
+def test_corrupt_image_is_skipped_and_reported(trained, data):
+    skipped = trained[1].metadata["skipped"]
+    assert len(skipped) == 1 and str(data / "safe" / "broken.png") in skipped[0]
+
+
+def test_split_file_is_stratified_and_leak_free(trained, data):
+    out, _, _ = trained
+    payload = json.loads(split_path(out).read_text())
+    parts = read_split(split_path(out))
+    items = payload["items"]
+    assert len(items) == 121 and set(parts.values()) == {"train", "val", "test"}
+    dup = [i for i in items if i["path"] in ("safe/dup.png", "unsafe/007.png")]
+    assert len(dup) == 2 and dup[0]["sha256"] == dup[1]["sha256"] and dup[0]["part"] == dup[1]["part"]
+    for part in ("val", "test"):
+        groups: dict[str, set] = {}
+        for item in items:
+            if item["part"] == part:
+                groups.setdefault(item["sha256"], set()).add(item["label"])
+        strata = ["safe" if "safe" in labels else "unsafe" for labels in groups.values()]  # a tie goes to the first class
+        assert strata.count("safe") == strata.count("unsafe") == 6  # 10 % of 61 and of 59 groups
+
+
+def test_stratified_split_is_deterministic_and_groups_duplicates():
+    labels = [0] * 50 + [1] * 30
+    groups = [f"g{i // 2}" for i in range(80)]  # every file has one identical twin
+    a = stratified_split(labels, seed=3, groups=groups)
+    b = stratified_split(labels, seed=3, groups=groups)
+    c = stratified_split(labels, seed=4, groups=groups)
+    assert all(np.array_equal(x, y) for x, y in zip((a.train, a.val, a.test), (b.train, b.val, b.test)))
+    assert not np.array_equal(a.val, c.val)
+    assert sorted(np.concatenate([a.train, a.val, a.test]).tolist()) == list(range(80))
+    part_of = {int(i): p for p, idx in zip("tvs", (a.train, a.val, a.test)) for i in idx}
+    assert all(part_of[2 * g] == part_of[2 * g + 1] for g in range(40))
+    labels = np.asarray(labels)
+    # 25 and 15 twin pairs: 80 % (20 and 12 pairs) train, 10 % (2 and 2) validation, the rest test
+    assert [int((labels[a.train] == k).sum()) for k in (0, 1)] == [40, 24]
+    assert [int((labels[a.val] == k).sum()) for k in (0, 1)] == [4, 4]
+    assert [int((labels[a.test] == k).sum()) for k in (0, 1)] == [6, 2]
+    # the split does not depend on the order the files were listed in
+    perm = np.random.default_rng(0).permutation(80)
+    d = stratified_split(labels[perm], seed=3, groups=[groups[i] for i in perm])
+    assert sorted(perm[d.val].tolist()) == a.val.tolist()
+
+
+def test_resume_after_ctrl_c_equals_uninterrupted_run(trained, data, tmp_path):
+    out = tmp_path / "resumed.safeview"
+
+    def interrupt_at_step_3_of_epoch_2(event):
+        if event.kind == "step" and event.epoch == 2 and event.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # handled: stop at the step boundary and save
+
+    with pytest.raises(TrainingInterrupted) as info:
+        train_classifier(data, out=out, progress=interrupt_at_step_3_of_epoch_2, **FAST)
+    assert info.value.state == state_path(out) and state_path(out).exists() and not out.exists()
+    with pytest.raises(SafeViewError, match="other settings"):
+        train_classifier(data, out=out, resume=True, **{**FAST, "lr": 2e-2})
+    events = []
+    resumed = train_classifier(data, out=out, resume=True, progress=events.append, **FAST)
+    assert any("resuming" in str(e) and "step 3" in str(e) for e in events)
+    assert not any(e.kind == "step" and e.epoch == 1 for e in events)
+    reference = trained[1]
+    for name, tensor in reference.module.state_dict().items():
+        assert torch.equal(tensor, resumed.module.state_dict()[name]), name
+    assert resumed.metadata["history"] == reference.metadata["history"]
+    assert resumed.temperature == reference.temperature
+
+
+def test_init_weights_load_backbone_and_reject_wrong_files(tmp_path):
+    source = build("small", 5, width=8)  # same backbone, another number of classes
+    torch.save(source.state_dict(), tmp_path / "backbone.pth")
+    target = build("small", 2, width=8)
+    loaded = load_init_weights(target, tmp_path / "backbone.pth")
+    assert loaded == len(source.state_dict()) - 2  # all but the new head's weight and bias
+    assert torch.equal(target.stem[0].weight, source.stem[0].weight)
+
+    torch.save(build("small", 2, width=16).state_dict(), tmp_path / "wider.pth")
+    (tmp_path / "notes.pth").write_text("not weights")
+    torch.save({"epoch": 3}, tmp_path / "no_tensors.pth")
+    for name, message in [("wider.pth", "do not fit"), ("notes.pth", "not a readable"), ("no_tensors.pth", "state dict"), ("absent.pth", "no such")]:
+        with pytest.raises(ModelError, match=message):
+            load_init_weights(build("small", 2, width=8), tmp_path / name)
+
+
+def test_wrong_init_stops_training_with_a_model_error(data, tmp_path):
+    (tmp_path / "bad.pth").write_text("not weights")
+    with pytest.raises(ModelError, match="bad.pth"):
+        train_classifier(data, out=tmp_path / "m.safeview", init=tmp_path / "bad.pth", **FAST)
+    assert not (tmp_path / "m.safeview").exists()
+
+
+def test_manifests_and_class_map(tmp_path):
+    square_images(tmp_path / "imgs", 4, unsafe=False, seed=0)
+    (tmp_path / "m.csv").write_text("path,label\nimgs/000.png,neutral\nimgs/001.png,porn\nimgs/002.png,sexy\n")
+    (tmp_path / "m.jsonl").write_text('{"path": "imgs/000.png", "label": "safe"}\n\n{"path": "imgs/003.png", "label": "unsafe"}\n')
+    mapping = parse_class_map(["neutral=safe", "sexy=safe", "porn=unsafe"])
+    ds = read_dataset(tmp_path / "m.csv", class_map=mapping)
+    assert ds.classes == ["safe", "unsafe"] and ds.labels == [0, 1, 0]
+    assert ds.paths[1] == tmp_path / "imgs" / "001.png"
+    ds = read_dataset(tmp_path / "m.jsonl")
+    assert ds.classes == ["safe", "unsafe"] and ds.labels == [0, 1]
+    with pytest.raises(SafeViewError, match="not in --map"):
+        read_dataset(tmp_path / "m.csv", class_map={"neutral": "safe"})
+    with pytest.raises(SafeViewError, match="FOLDER=CLASS"):
+        parse_class_map(["porn"])
+    with pytest.raises(SafeViewError, match="missing class folder"):
+        read_dataset(tmp_path, class_map={"imgs": "safe", "nope": "unsafe"})
+
+
+def test_cli_train_with_map_then_evaluate_and_scan_a_model_set(data, trained, tmp_path):
+    out = tmp_path / "cli.safeview"
+    result = CliRunner().invoke(app, [
+        "train", str(data), "--category", "cyberbullying", "--out", str(out), "--map", "safe=safe", "--map", "unsafe=unsafe",
+        "--width", "8", "--epochs", "1", "--image-size", str(SIZE), "--batch-size", "8", "--workers", "0",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "broken.png" in result.output and "saved" in result.output and split_path(out).exists()
+    again = CliRunner().invoke(app, ["train", str(data), "--category", "x", "--out", str(out)])
+    assert again.exit_code == 2 and "--force" in again.output
+
+    report = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", str(trained[0]), str(data), "--part", "test", "--out", str(report), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert (report / "report.html").exists() and json.loads((report / "report.json").read_text())["n_images"] == 12
+
+    (tmp_path / "set.toml").write_text(f'[models]\nself_harm = "{trained[0]}"\nsexual = "cli.safeview"\n')
+    classifiers = load_model_set(f"{tmp_path / 'set.toml'}")
+    assert [c.category for c in classifiers] == ["self_harm", "sexual"]
+    assert classifiers[1].metadata["path"] == str(out)
+    (tmp_path / "bad.toml").write_text("[models]\nsexual = 3\n")
+    with pytest.raises(ModelError, match="models"):
+        load_model_set(str(tmp_path / "bad.toml"))
