@@ -1,0 +1,395 @@
+"""Reproduce the paper's CSE tables on the synthetic benchmark and compare CSE with its baselines,
+every method scored by the same code against the exact ground-truth masks.
+
+    .venv/bin/python bench/reproduce.py --n 200 --out bench/results/reproduce
+    .venv/bin/python bench/reproduce.py --n 4 --categories sexual --tables methods --lime-samples 100 --out /tmp/repro
+
+Tables: ``3`` — attribution varied (FullGrad, Grad-CAM, Grad-CAM++, XGrad-CAM, Ablation-CAM) with
+BASS fixed (the paper's Table 3); ``4`` — segmentation varied (BASS, SLIC, Felzenszwalb,
+watershed, and SAM when ``--sam`` gives a local checkpoint) with FullGrad fixed (Table 4);
+``methods`` — CSE (FullGrad + BASS) against CSRA, SEDC, LIME and box censoring (boxes of CSE's
+regions, and boxes of the true stand-ins as a perfect NudeNet-style detector would draw them).
+
+Images are unsafe samples of ``safeview.synth`` at a held-out seed (the demo models trained on
+seed 0); each category's demo model scans its own category's images, and only the images it
+flags are searched. Per row: flagged %, counterfactual found % (of flagged), average depth,
+average % obfuscated, IoU / precision / recall against the ground truth, % of safe pixels left
+bit-identical, queries (images classified), seconds per image (attribution + segmentation +
+search), and 1-minimal % (no single chosen region can be dropped with the output still flipped).
+Quality figures average over the found counterfactuals, costs over the flagged images. Written to
+``--out``: one Markdown file with every table, ``results.json`` (summaries and per-image rows)
+and one PNG per table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # LIME's sampler shows a progress bar per image
+
+import numpy as np
+import torch
+
+from safeview.attribute import attribution_map
+from safeview.baselines import box_censor, boxes_mask, component_boxes, csra, lime_counterfactual, quickshift_segments, sedc
+from safeview.classify import Classifier, load_classifier
+from safeview.counterfactual import Counterfactual, greedy_search, rank_regions, region_scores
+from safeview.obfuscate import Obfuscator
+from safeview.segment import segment
+from safeview.synth import CATEGORIES, Sample, make_sample
+
+_spec = importlib.util.spec_from_file_location("bench_cse", Path(__file__).with_name("cse.py"))
+_cse = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_cse)
+fmt, _mean = _cse.fmt, _cse._mean
+
+ATTRIBUTIONS = ("fullgrad", "gradcam", "gradcam++", "xgradcam", "ablationcam")
+SEGMENTATIONS = ("bass", "slic", "felzenszwalb", "watershed")
+TABLES = ("3", "4", "methods")
+#: CSE with the paper's configuration, the row the three tables share
+CSE_KEY = "cse fullgrad / bass"
+TITLES = {
+    "3": "Table 3: attribution method varied, BASS fixed",
+    "4": "Table 4: segmentation method varied, FullGrad fixed",
+    "methods": "Methods compared (CSE = FullGrad + BASS)",
+}
+
+
+@dataclass
+class Run:
+    """One method's result on one image: the counterfactual, the masks of its chosen regions (in
+    ``cf.regions`` order, for the minimality check) and its cost."""
+
+    cf: Counterfactual
+    region_masks: list[np.ndarray]
+    seconds: float
+    queries: int
+
+
+@dataclass
+class Context:
+    """What a method sees of one image; ``done`` holds the runs of earlier methods on it."""
+
+    classifier: Classifier
+    sample: Sample
+    target: int
+    flip: Callable[[np.ndarray], np.ndarray]
+    obfuscator: Obfuscator
+    done: dict[str, Run] = field(default_factory=dict)
+
+    @property
+    def shared(self) -> dict:
+        """The arguments every method gets alike: source class, obfuscator, flip rule."""
+        return {"source_class": self.target, "obfuscator": self.obfuscator, "flip_rule": self.flip}
+
+
+def _segments_run(cf: Counterfactual, segments: np.ndarray, seconds: float) -> Run:
+    return Run(cf, [segments == r for r in cf.regions], seconds, cf.queries)
+
+
+def cse_method(attribution: str, segmentation: str, params: dict | None = None) -> Callable[[Context], Run]:
+    """CSE as the pipeline runs it: attribution, segmentation guided by it, Def. 1 ranking, the
+    informed greedy search with pruning."""
+
+    def run(ctx: Context) -> Run:
+        t = time.perf_counter()
+        image = ctx.sample.image
+        attr = attribution_map(ctx.classifier, image, ctx.target, attribution)
+        labels = segment(image, segmentation, attribution=attr, **(params or {}))
+        order = rank_regions(region_scores(attr, labels))
+        cf = greedy_search(ctx.classifier, image, labels, order, **ctx.shared)
+        return _segments_run(cf, labels, time.perf_counter() - t)
+
+    return run
+
+
+def csra_method(ctx: Context) -> Run:
+    t = time.perf_counter()
+    image = ctx.sample.image
+    labels = segment(image, "slic", n_segments=30, compactness=50)
+    cf = csra(ctx.classifier, image, classifier=ctx.classifier, segments=labels, **ctx.shared)
+    return _segments_run(cf, labels, time.perf_counter() - t)
+
+
+def sedc_method(max_queries: int) -> Callable[[Context], Run]:
+    def run(ctx: Context) -> Run:
+        t = time.perf_counter()
+        labels = quickshift_segments(ctx.sample.image)
+        cf = sedc(ctx.classifier, ctx.sample.image, segments=labels, max_queries=max_queries, **ctx.shared)
+        return _segments_run(cf, labels, time.perf_counter() - t)
+
+    return run
+
+
+def lime_method(num_samples: int) -> Callable[[Context], Run]:
+    def run(ctx: Context) -> Run:
+        t = time.perf_counter()
+        labels = quickshift_segments(ctx.sample.image)
+        cf = lime_counterfactual(ctx.classifier, ctx.sample.image, segments=labels, num_samples=num_samples, **ctx.shared)
+        return _segments_run(cf, labels, time.perf_counter() - t)
+
+    return run
+
+
+def boxes_method(evidence: str) -> Callable[[Context], Run]:
+    """Box censoring of ``evidence``: ``cse`` (CSE's chosen mask, its cost added to the boxes') or
+    ``truth`` (the ground truth, a perfect detector at no cost)."""
+
+    def run(ctx: Context) -> Run:
+        base = ctx.done[CSE_KEY] if evidence == "cse" else None
+        mask = base.cf.mask if base else ctx.sample.mask
+        t = time.perf_counter()
+        cf = box_censor(ctx.classifier, ctx.sample.image, mask, **ctx.shared)
+        boxes = component_boxes(mask)
+        seconds = time.perf_counter() - t + (base.seconds if base else 0.0)
+        return Run(cf, [boxes_mask(mask.shape, [b]) for b in boxes], seconds, cf.queries + (base.queries if base else 0))
+
+    return run
+
+
+def configurations(tables: list[str], sam: str | None, lime_samples: int, sedc_queries: int) -> tuple[dict, dict]:
+    """The methods to run (name -> runner, CSE's shared row once, boxes after CSE) and each table's rows."""
+    methods: dict[str, Callable[[Context], Run]] = {CSE_KEY: cse_method("fullgrad", "bass")}
+    rows: dict[str, list[str]] = {}
+    if "3" in tables:
+        rows["3"] = [CSE_KEY if a == "fullgrad" else f"cse {a} / bass" for a in ATTRIBUTIONS]
+        methods.update({f"cse {a} / bass": cse_method(a, "bass") for a in ATTRIBUTIONS[1:]})
+    if "4" in tables:
+        segs = list(SEGMENTATIONS) + (["sam"] if sam else [])
+        rows["4"] = [CSE_KEY if s == "bass" else f"cse fullgrad / {s}" for s in segs]
+        methods.update({f"cse fullgrad / {s}": cse_method("fullgrad", s) for s in SEGMENTATIONS[1:]})
+        if sam:
+            methods["cse fullgrad / sam"] = cse_method("fullgrad", "sam", {"checkpoint": sam})
+    if "methods" in tables:
+        baselines = {
+            "csra": csra_method,
+            "sedc": sedc_method(sedc_queries),
+            "lime": lime_method(lime_samples),
+            "boxes of cse regions": boxes_method("cse"),
+            "boxes of true stand-ins": boxes_method("truth"),
+        }
+        rows["methods"] = [CSE_KEY, *baselines]
+        methods.update(baselines)
+    return methods, rows
+
+
+def score(ctx: Context, run: Run) -> dict:
+    """One image's figures for one method; the minimality check's queries are not charged to it."""
+    cf, truth = run.cf, ctx.sample.mask
+    mask = cf.mask
+    inter = float((mask & truth).sum())
+    row = {
+        "seed": ctx.sample.seed,
+        "found": cf.found,
+        "depth": cf.depth,
+        "greedy_depth": cf.greedy_depth,
+        "queries": run.queries,
+        "seconds": run.seconds,
+        "obfuscated": float(mask.mean()),
+        "truth": float(truth.mean()),
+        "iou": inter / max(1.0, float((mask | truth).sum())),
+        "precision": inter / max(1.0, float(mask.sum())),
+        "recall": inter / max(1.0, float(truth.sum())),
+        "safe_identical": None,
+        "minimal": None,
+    }
+    if cf.found and cf.output is not None:
+        same = (cf.output == ctx.sample.image).all(axis=2)
+        row["safe_identical"] = float(same[~truth].mean()) if (~truth).any() else 1.0
+        row["minimal"] = is_one_minimal(ctx, run)
+    return row
+
+
+def is_one_minimal(ctx: Context, run: Run) -> bool:
+    """True when dropping any one chosen region un-flips the output (one region: dropping it leaves
+    the original, which was flagged)."""
+    masks = run.region_masks
+    if len(masks) < 2:
+        return True
+    without = []
+    for i in range(len(masks)):
+        rest = np.zeros(ctx.sample.mask.shape, bool)
+        for j, m in enumerate(masks):
+            if j != i:
+                rest |= m
+        without.append(ctx.obfuscator(ctx.sample.image, rest))
+    return not bool(ctx.flip(ctx.classifier(np.stack(without))).any())
+
+
+def summarise(rows: list[dict]) -> dict:
+    flagged = [r for r in rows if r["flagged"]]
+    found = [r for r in flagged if r["found"]]
+    minimal = [r["minimal"] for r in found if r["minimal"] is not None]
+    pct = lambda key, rs: _mean([100 * r[key] for r in rs if r[key] is not None])  # noqa: E731
+    return {
+        "images": len(rows),
+        "flagged_pct": 100.0 * len(flagged) / max(1, len(rows)),
+        "found_pct": 100.0 * len(found) / len(flagged) if flagged else None,
+        "depth": _mean([r["depth"] for r in found]),
+        "greedy_depth": _mean([r["greedy_depth"] for r in found]),
+        "obfuscated_pct": pct("obfuscated", found),
+        "truth_pct": pct("truth", found),
+        "iou": _mean([r["iou"] for r in found]),
+        "precision": _mean([r["precision"] for r in found]),
+        "recall": _mean([r["recall"] for r in found]),
+        "safe_identical_pct": pct("safe_identical", found),
+        "minimal_pct": 100.0 * sum(minimal) / len(minimal) if minimal else None,
+        "queries": _mean([r["queries"] for r in flagged]),
+        "seconds": _mean([r["seconds"] for r in flagged]),
+    }
+
+
+COLUMNS = (
+    ("flagged %", "flagged_pct", ".1f"),
+    ("found %", "found_pct", ".1f"),
+    ("depth", "depth", ".2f"),
+    ("obfuscated % (truth %)", None, None),
+    ("IoU", "iou", ".3f"),
+    ("precision", "precision", ".3f"),
+    ("recall", "recall", ".3f"),
+    ("safe px identical %", "safe_identical_pct", ".2f"),
+    ("1-minimal %", "minimal_pct", ".1f"),
+    ("queries", "queries", ".1f"),
+    ("s/image", "seconds", ".3f"),
+)
+
+
+def _groups(categories: list[str]) -> list[str]:
+    """The categories, then their pooled summary when there are several."""
+    return [*categories, "all"] if len(categories) > 1 else list(categories)
+
+
+def markdown(table: str, names: list[str], summaries: dict, categories: list[str]) -> str:
+    head = "| category | method | " + " | ".join(c[0] for c in COLUMNS) + " |\n"
+    lines = [f"## {TITLES[table]}\n", head + "|---|---|" + "---:|" * len(COLUMNS)]
+    for category in _groups(categories):
+        for name in names:
+            s = summaries[name][category]
+            cells = [
+                f"{fmt(s['obfuscated_pct'])} ({fmt(s['truth_pct'])})" if key is None else fmt(s[key], spec)
+                for _, key, spec in COLUMNS
+            ]
+            lines.append(f"| {category} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: str, names: list[str], summaries: dict, categories: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("found %", lambda s: s["found_pct"]),
+        ("obfuscated %", lambda s: s["obfuscated_pct"]),
+        ("IoU with the truth", lambda s: s["iou"]),
+        ("safe pixels altered %", lambda s: None if s["safe_identical_pct"] is None else 100 - s["safe_identical_pct"]),
+    )
+    groups = _groups(categories)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    width = 0.8 / len(names)
+    for ax, (title, value) in zip(axes, panels):
+        for i, name in enumerate(names):
+            values = [value(summaries[name][g]) or 0.0 for g in groups]
+            ax.bar(np.arange(len(groups)) + (i - (len(names) - 1) / 2) * width, values, width, label=name)
+        ax.set_title(title)
+        ax.set_xticks(np.arange(len(groups)), groups, rotation=20)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(names), fontsize=8)
+    fig.suptitle(TITLES[table])
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="unsafe images per category")
+    parser.add_argument("--seed", type=int, default=1, help="held-out benchmark seed (the demo models trained on 0)")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--categories", default=",".join(CATEGORIES))
+    parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated: 3, 4, methods")
+    parser.add_argument("--model", default="demo-{category}", help="classifier name or checkpoint path; {category} is filled in")
+    parser.add_argument("--sam", default=None, help="local SAM checkpoint directory; without it Table 4 has no SAM row")
+    parser.add_argument("--style", default="blur", help="obfuscation style, the same for every method")
+    parser.add_argument("--lime-samples", type=int, default=1000)
+    parser.add_argument("--sedc-queries", type=int, default=2000, help="SEDC's query budget per image")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/reproduce"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    categories = args.categories.split(",")
+    tables = [t for t in args.tables.split(",") if t]
+    unknown = sorted(set(tables) - set(TABLES))
+    if unknown:
+        parser.error(f"unknown table(s) {unknown}; choose from {', '.join(TABLES)}")
+    if "4" in tables and not args.sam:
+        print("Table 4: no --sam checkpoint given, so no SAM row.", flush=True)
+    methods, table_rows = configurations(tables, args.sam, args.lime_samples, args.sedc_queries)
+    obfuscator = Obfuscator(args.style)
+
+    per_image: dict[str, dict[str, list[dict]]] = {name: {} for name in methods}
+    warmed: set[str] = set()
+    t_start = time.perf_counter()
+    for ci, category in enumerate(categories):
+        classifier = load_classifier(args.model.format(category=category))
+        unsafe = classifier.unsafe_indices
+        flip = lambda probs: 1.0 - np.asarray(probs)[:, unsafe].sum(axis=1) > 0.5  # noqa: E731 (the pipeline's rule)
+        samples = [make_sample(category, True, seed=args.seed * 1_000_000 + ci * 100_000 + i, size=args.size) for i in range(args.n)]
+        contexts: list[Context | None] = []
+        for sample in samples:
+            probs = classifier(sample.image[None])[0]
+            flagged = not flip(probs[None])[0]
+            target = unsafe[int(np.argmax(probs[unsafe]))]
+            contexts.append(Context(classifier, sample, target, flip, obfuscator) if flagged else None)
+        for name, method in methods.items():
+            if name not in warmed and any(contexts):  # lazy imports and numba compilation stay out of the timings
+                first = next(ctx for ctx in contexts if ctx)
+                method(Context(first.classifier, first.sample, first.target, first.flip, first.obfuscator, dict(first.done)))
+                warmed.add(name)
+            rows = []
+            for sample, ctx in zip(samples, contexts):
+                if ctx is None:
+                    rows.append({"seed": sample.seed, "flagged": False})
+                    continue
+                run = method(ctx)
+                ctx.done[name] = run
+                rows.append({"flagged": True, **score(ctx, run)})
+            per_image[name][category] = rows
+            s = summarise(rows)
+            print(f"{category:14s} {name:26s} found {fmt(s['found_pct'])}%  IoU {fmt(s['iou'], '.3f')}  "
+                  f"{fmt(s['seconds'], '.3f')} s/image  ({time.perf_counter() - t_start:.0f} s)", flush=True)
+
+    summaries = {
+        name: {**{c: summarise(rows[c]) for c in categories}, "all": summarise([r for c in categories for r in rows[c]])}
+        for name, rows in per_image.items()
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "n_per_category": args.n, "seed": args.seed, "size": args.size, "style": args.style, "model": args.model,
+        "categories": categories, "tables": tables, "sam": args.sam, "lime_samples": args.lime_samples,
+        "sedc_queries": args.sedc_queries, "threads": args.threads, "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "wall_seconds": time.perf_counter() - t_start,
+    }
+    report = [f"# CSE reproduction and baselines\n\nCommand: `python bench/reproduce.py {' '.join(sys.argv[1:])}`\n"]
+    for table, names in table_rows.items():
+        report.append(markdown(table, names, summaries, categories))
+        plot(table, names, summaries, categories, args.out / f"table_{table}.png")
+    (args.out / "tables.md").write_text("\n".join(report))
+    (args.out / "results.json").write_text(
+        json.dumps({"meta": meta, "tables": table_rows, "summaries": summaries, "images": per_image}, indent=1) + "\n"
+    )
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()
