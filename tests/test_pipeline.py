@@ -63,3 +63,22 @@ def test_bad_configuration():
         Safeguard([], style="smudge")
     with pytest.raises(ValueError):
         Safeguard([], fallback="maybe")
+
+
+def test_bass_guided_by_attribution_isolates_the_square(red_classifier, red_scene):
+    image, truth = red_scene
+    result = Safeguard([red_classifier], segmentation="bass").scan(image)
+    (cf,) = result.counterfactuals
+    mask = result.mask.to_mask()
+    assert cf.found and result.obfuscated_safe
+    assert mask[truth].mean() > 0.9
+    assert mask.mean() < 2.0 * truth.mean()  # the obfuscation follows the square, not a grid cell
+
+
+def test_cse_segmentation_params_scale_bass_cells():
+    from safeview.pipeline import cse_segmentation_params
+
+    assert cse_segmentation_params("bass", (256, 256), {})["n"] == 60
+    assert cse_segmentation_params("bass", (64, 64), {})["n"] == 15
+    assert cse_segmentation_params("bass", (256, 256), {"n": 20})["n"] == 20
+    assert cse_segmentation_params("slic", (256, 256), {}) == {}

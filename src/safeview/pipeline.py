@@ -35,6 +35,18 @@ from .schema import (
 from .segment import segment
 
 FALLBACKS = ("full", "prefix", "none")
+#: BASS cells CSE starts from: the search masks at most ``max_regions`` regions, so a few dozen
+#: subobject regions, not BASS's reference hundreds (n = 15 px cells), suit it
+BASS_CELLS = 18
+
+
+def cse_segmentation_params(method: str, shape: tuple[int, int], params: dict) -> dict:
+    """Segmentation parameters for CSE on an image of ``shape``: the user's, plus for BASS a cell
+    side derived from the image size (about ``BASS_CELLS`` initial cells, split and merged from
+    there), so regions keep the same share of the image at any resolution."""
+    if method == "bass" and "n" not in params:
+        return {**params, "n": max(15, round((shape[0] * shape[1] / BASS_CELLS) ** 0.5))}
+    return dict(params)
 
 
 @dataclass
@@ -157,7 +169,8 @@ class Safeguard:
             timings["attribute"] += time.perf_counter() - t
 
             t = time.perf_counter()
-            labels = segment(current, method=self.segmentation, attribution=attribution, **self.segmentation_params)
+            params = cse_segmentation_params(self.segmentation, current.shape[:2], self.segmentation_params)
+            labels = segment(current, method=self.segmentation, attribution=attribution, **params)
             timings["segment"] += time.perf_counter() - t
 
             t = time.perf_counter()

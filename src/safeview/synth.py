@@ -21,8 +21,9 @@ Stand-ins (what the mask covers) and their distractors, per category:
     finger is the middle one. Mask: every pixel of the glyph, outline included.
     stand-in ``word``: a word from :data:`INSULT_WORDS` in outlined bold text. Mask: the text
     pixels, outline stroke included (alpha >= 50 %).
-    distractors: ``hand_open``, ``hand_thumbs_up``, ``hand_fist`` (same palette, outline and size;
-    a lone raised index finger was dropped as too close for a small demo CNN); ``word_benign`` from :data:`BENIGN_WORDS` in the
+    distractors: ``hand_open``, ``hand_fist`` (same palette, outline and size; a lone raised index
+    finger and a thumbs-up were dropped: rotated and at 128 px a small demo CNN cannot tell them
+    from the stand-in); ``word_benign`` from :data:`BENIGN_WORDS` in the
     same font, sizes and colours.
 ``self_harm``
     stand-in ``wounds``: a skin-toned, forearm-like capsule crossed by 3-5 red parallel slash marks.
@@ -90,7 +91,6 @@ _NON_SKIN = np.array([(200, 200, 205), (170, 200, 230), (245, 245, 240), (150, 1
 _HANDS: dict[str, tuple[tuple[int, ...], str]] = {
     "gesture": ((1,), "folded"),
     "hand_open": ((0, 1, 2, 3), "out"),
-    "hand_thumbs_up": ((), "up"),
     "hand_fist": ((), "folded"),
 }
 
@@ -256,7 +256,7 @@ def _hand(kind: str, rng: np.random.Generator, side: int) -> Drawn:
     for slot, (cx, top) in enumerate(zip((0.23, 0.42, 0.61, 0.80), (0.14, 0.04, 0.12, 0.24))):
         y0, y1 = (top, 0.62) if slot in raised else (0.36, 0.6)
         layer.draw("rounded_rectangle", box(cx - 0.09, y0, cx + 0.09, y1), skin, outline=edge, width=lw, radius=0.08 * w)
-    thumb_box = {"folded": (0.04, 0.6, 0.52, 0.76), "out": (0.0, 0.36, 0.17, 0.8), "up": (0.02, 0.12, 0.22, 0.62)}[thumb]
+    thumb_box = {"folded": (0.04, 0.6, 0.52, 0.76), "out": (0.0, 0.36, 0.17, 0.8)}[thumb]
     layer.draw("rounded_rectangle", box(*thumb_box), skin, outline=edge, width=lw, radius=0.08 * w)
     rgb, alpha = layer.arrays()
     if rng.random() < 0.5:  # left or right hand
@@ -337,7 +337,7 @@ def _capsule(kind: str, rng: np.random.Generator, side: int) -> Drawn:
 #: category -> (stand-in kinds, distractor kinds); each kind's drawer takes (rng, side).
 _KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sexual": (("rings",), ("checker", "rings_other", "plain")),
-    "cyberbullying": (("gesture", "word"), ("hand_open", "hand_thumbs_up", "hand_fist", "word_benign",
+    "cyberbullying": (("gesture", "word"), ("hand_open", "hand_fist", "word_benign",
                                             "word_benign")),
     "self_harm": (("wounds",), ("skin_plain", "skin_single", "skin_lines_other", "lines_no_skin")),
 }
