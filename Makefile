@@ -32,7 +32,7 @@ demo-models: setup
 	$(VENV)/bin/safeview synth $(DEMO_DATA) --n 6000 --seed 0 --force
 	for c in sexual cyberbullying self_harm; do \
 	  $(VENV)/bin/safeview train $(DEMO_DATA)/$$c --category $$c --out src/safeview/data/models/demo_$$c.safeview \
-	    --epochs $(DEMO_EPOCHS) --image-size $(DEMO_SIZE) --seed 0 --force || exit 1; \
+	    --epochs $(DEMO_EPOCHS) --patience 4 --image-size $(DEMO_SIZE) --seed 0 --force || exit 1; \
 	done
 
 # Re-create the bundled demo images (benign photos, some with synthetic stand-ins).

@@ -3,24 +3,7 @@ import pytest
 
 from safeview.counterfactual import confidence_reduction, greedy_search, rank_regions, region_scores, regions_mask
 from safeview.obfuscate import Obfuscator
-
-
-def grid_segments(h=40, w=40, cell=10) -> np.ndarray:
-    ys, xs = np.mgrid[:h, :w]
-    return ((ys // cell) * (w // cell) + xs // cell).astype(np.int32)
-
-
-def red_patch_predict(key_regions_mask: np.ndarray):
-    """A hand-written classifier: class 1 (unsafe) iff the pixels under ``key_regions_mask`` stay red.
-    Its decision depends on that area only."""
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        batch = np.asarray(batch)
-        red = (batch[:, key_regions_mask, 0] > 200) & (batch[:, key_regions_mask, 1] < 60)
-        p = red.mean(axis=1) * 0.98 + 0.01
-        return np.stack([1 - p, p], axis=1)
-
-    return predict
+from scenes import grid_segments, red_predict
 
 
 @pytest.fixture
@@ -42,7 +25,7 @@ def test_region_scores_is_mean_attribution():
 
 def test_finds_the_known_regions_and_prunes(scene):
     image, segments, key = scene
-    predict = red_patch_predict(key)
+    predict = red_predict(key)
     # an imperfect ranking: decoys first, then the two key regions
     order = [0, 5, 9, 6, 3, 1, 2]
     cf = greedy_search(predict, image, segments, order, source_class=1, obfuscator=Obfuscator("fill"))
@@ -59,14 +42,14 @@ def test_finds_the_known_regions_and_prunes(scene):
 
 def test_without_pruning_keeps_the_prefix(scene):
     image, segments, key = scene
-    cf = greedy_search(red_patch_predict(key), image, segments, [0, 5, 9, 6], source_class=1, prune=False, batch_size=2)
+    cf = greedy_search(red_predict(key), image, segments, [0, 5, 9, 6], source_class=1, prune=False, batch_size=2)
     assert cf.regions == [0, 5, 9, 6]
 
 
 def test_not_found_when_no_prefix_flips(scene):
     image, segments, key = scene
     order = [r for r in range(16) if r not in (5, 6)] + [5, 6]  # key regions beyond the budget
-    cf = greedy_search(red_patch_predict(key), image, segments, order, source_class=1, max_regions=10)
+    cf = greedy_search(red_predict(key), image, segments, order, source_class=1, max_regions=10)
     assert not cf.found
     assert cf.depth == 10 and cf.output is None
     assert len(cf.probabilities) == 11
@@ -80,20 +63,20 @@ def test_uses_the_given_obfuscator(scene):
         seen.append(mask.sum())
         return Obfuscator("fill", color=(0, 0, 255))(img, mask)
 
-    cf = greedy_search(red_patch_predict(key), image, segments, [5, 6], source_class=1, obfuscator=obfuscator)
+    cf = greedy_search(red_predict(key), image, segments, [5, 6], source_class=1, obfuscator=obfuscator)
     assert cf.found and seen and (cf.output[key] == (0, 0, 255)).all()
 
 
 def test_deterministic_and_query_count(scene):
     image, segments, key = scene
-    runs = [greedy_search(red_patch_predict(key), image, segments, [5, 0, 6], source_class=1) for _ in range(2)]
+    runs = [greedy_search(red_predict(key), image, segments, [5, 0, 6], source_class=1) for _ in range(2)]
     assert runs[0].regions == runs[1].regions and runs[0].queries == runs[1].queries
     assert np.array_equal(runs[0].mask, runs[1].mask)
 
 
 def test_confidence_reduction_def2(scene):
     image, segments, key = scene
-    red = confidence_reduction(red_patch_predict(key), image, segments, source_class=1, obfuscator=Obfuscator("fill"))
+    red = confidence_reduction(red_predict(key), image, segments, source_class=1, obfuscator=Obfuscator("fill"))
     assert red.shape == (16,)
     assert red[5] > 0.4 and red[6] > 0.4
     assert np.allclose(np.delete(red, [5, 6]), 0)

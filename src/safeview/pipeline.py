@@ -193,7 +193,7 @@ class Safeguard:
             output = cf.output if cf.found else obfuscator(current, mask)
             timings["search"] += time.perf_counter() - t
 
-            after = float(clf.unsafe_probability(clf.predict_proba(output[None]))[0])
+            after = _unsafe_probability(clf, output)
             steps = [float(np.asarray(row)[unsafe_idx].sum()) for row in cf.probabilities]
             counterfactuals.append(
                 CounterfactualResult(
@@ -232,9 +232,7 @@ class Safeguard:
         result_kwargs: dict = {}
         if union.any():
             t = time.perf_counter()
-            after_all = {
-                clf.category: float(clf.unsafe_probability(clf.predict_proba(current[None]))[0]) for clf in self.classifiers
-            }
+            after_all = {clf.category: _unsafe_probability(clf, current) for clf in self.classifiers}
             timings["recheck"] = time.perf_counter() - t
             artifacts.obfuscated = current
             result_kwargs = {
@@ -270,6 +268,10 @@ class Safeguard:
         )
         result._artifacts = artifacts
         return result
+
+
+def _unsafe_probability(clf: Classifier, image: np.ndarray) -> float:
+    return float(clf.unsafe_probability(clf.predict_proba(image[None]))[0])
 
 
 def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage) -> LoadedImage:
