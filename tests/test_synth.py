@@ -126,3 +126,14 @@ def test_generate_refuses_a_non_empty_directory_unless_forced(tmp_path):
     assert not (tmp_path / "manifest.json").exists()
     generate(tmp_path, n=3, size=64, force=True)
     assert (tmp_path / "manifest.json").exists() and (tmp_path / "keep.txt").exists()
+
+
+def test_generate_only_rewrites_a_category_identically(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    generate(full, n=9, seed=3, size=64)
+    generate(part, n=9, seed=3, size=64, only=["cyberbullying"])
+    written = sorted(p.relative_to(part) for p in part.rglob("*.png"))
+    assert written and all(p.parts[0] == "cyberbullying" for p in written)
+    assert written == sorted(p.relative_to(full) for p in (full / "cyberbullying").rglob("*.png"))
+    for rel in written:
+        assert (part / rel).read_bytes() == (full / rel).read_bytes()

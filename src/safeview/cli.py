@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
+from .service.config import DEFAULT_DB, DEFAULT_STORAGE
 
 app = typer.Typer(
     help="SafeView: find the unsafe regions of an image, obfuscate only them, and explain why.",
@@ -301,6 +302,7 @@ def synth(
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same files."),
     size: int = typer.Option(256, help="Image side in pixels."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Write only this category of the run (repeatable); ids and seeds stay those of the whole run."),
 ) -> None:
     """Generate the synthetic benchmark: benign photos with drawn unsafe stand-ins and exact masks."""
     from rich.progress import Progress
@@ -310,10 +312,223 @@ def synth(
     with Progress(console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task("generating", total=n)
         try:
-            manifest = generate(out, n=n, seed=seed, size=size, force=force, progress=lambda i, total: progress.update(task, completed=i))
+            manifest = generate(out, n=n, seed=seed, size=size, force=force, only=only, progress=lambda i, total: progress.update(task, completed=i))
         except (FileExistsError, ValueError) as exc:
             fail(str(exc))
     console.print(f"wrote {n} images and {manifest}", highlight=False)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, help="Port."),
+    db: str = typer.Option(DEFAULT_DB, "--db", help="SQLAlchemy database URL (SQLite file by default; postgresql+psycopg://… works the same)."),
+    storage: Path = typer.Option(DEFAULT_STORAGE, help="Folder for originals (read-only, content-addressed) and outputs."),
+    workers: int = typer.Option(1, help="Scanning worker processes (each loads the models once)."),
+    models: str = typer.Option("default", help="Model set the workers load (as for `safeview scan --models`)."),
+    max_bytes: int = typer.Option(20 * 1024 * 1024, help="Largest upload in bytes."),
+    max_pixels: int = typer.Option(40_000_000, help="Largest image in pixels (decompression-bomb guard)."),
+    rate_limit: int = typer.Option(600, help="Requests per minute allowed per API key."),
+    max_attempts: int = typer.Option(3, help="Tries of a failing job before it is marked failed."),
+) -> None:
+    """Run the moderation service: REST API under /v1 (docs at /docs), review UI at /ui, workers."""
+    import uvicorn
+
+    from .service.app import create_app
+    from .service.config import ServiceConfig
+    from .service.worker import WorkerPool
+
+    if workers < 0:
+        fail("--workers must be 0 or more")
+    try:
+        config = ServiceConfig(
+            db_url=db, storage=storage, models=models, max_bytes=max_bytes, max_pixels=max_pixels,
+            rate_limit=rate_limit, max_attempts=max_attempts,
+        )
+        application = create_app(config)
+    except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable database, a bad limit: one line
+        fail(f"cannot start the service: {exc}")
+    pool = WorkerPool(config, application.state.sessions, workers)
+    pool.start()
+    console.print(f"SafeView service on http://{host}:{port}/ui (API docs /docs), {workers} worker(s), database {db}", highlight=False, soft_wrap=True)
+    try:
+        uvicorn.run(application, host=host, port=port, log_level="warning")
+    finally:
+        pool.stop()
+
+
+keys_app = typer.Typer(help="Manage the service's API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: str = typer.Option(..., help="submitter (submit and read scans), reviewer (also see originals and decide) or admin (also audit log, deletions)."),
+    db: str = typer.Option(DEFAULT_DB, "--db", help="Database URL of the service."),
+) -> None:
+    """Create an API key; it is printed once, on the last line, and only its hash is stored."""
+    from .service.auth import create_key
+    from .service.db import ROLES, open_database
+
+    if role not in ROLES:
+        fail(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    try:
+        engine, sessions = open_database(db)
+    except Exception as exc:  # noqa: BLE001
+        fail(f"cannot open the database {db}: {exc}")
+    with sessions() as session:
+        key = create_key(session, role)
+    engine.dispose()
+    console.print(f"created a {role} key; store it now, it cannot be shown again:", highlight=False)
+    typer.echo(key)
+
+
+vlm_app = typer.Typer(help="ConditionalVLM rationales: build data, train CIIT (eq. 3), evaluate backends.", no_args_is_help=True)
+app.add_typer(vlm_app, name="vlm")
+
+
+def _vlm_classifiers(models: Optional[str]):
+    from .classify import load_model_set
+    from .errors import SafeViewError
+
+    if not models:
+        return None
+    try:
+        return load_model_set(models)
+    except SafeViewError as exc:
+        fail(str(exc))
+
+
+@vlm_app.command("make-data")
+def vlm_make_data(
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Image folder; a parent folder named after a category (sexual, cyberbullying, self_harm) sets the image's category."),
+    out: Path = typer.Option(..., "--out", help="JSONL file to write (one record per image and question; fill in the 'answer' fields)."),
+    models: Optional[str] = typer.Option(None, "--models", help="Model set to compute each image's control code with (else records carry none)."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", exists=True, dir_okay=False, help="Prompt templates file (default: safeview/data/prompts.toml)."),
+) -> None:
+    """Build training/evaluation records from an image folder and the paper's question set."""
+    import os
+
+    from .rationale.evaluate import make_records, write_jsonl
+    from .rationale.prompts import DEFAULT_PROMPTS, load_templates
+
+    records = make_records(folder, templates=load_templates(prompts or DEFAULT_PROMPTS), classifiers=_vlm_classifiers(models))
+    if not records:
+        fail(f"{folder} holds no images")
+    # image paths relative to the JSONL file, as training and evaluation read them
+    write_jsonl([{**r, "image": os.path.relpath(folder / r["image"], out.resolve().parent)} for r in records], out)
+    console.print(f"wrote {len(records)} records to {out}; write the answers before training", highlight=False)
+
+
+@vlm_app.command("train")
+def vlm_train(
+    data: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL records (image, question, answer[, control, instruction])."),
+    base: Path = typer.Option(..., "--base", exists=True, file_okay=False, help="Local InstructBLIP checkpoint directory (or a CIIT checkpoint to continue from)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (checkpoint-STEP folders and the final CIIT checkpoint)."),
+    models: Optional[str] = typer.Option(None, "--models", help="Model set computing control codes for records without one."),
+    epochs: int = typer.Option(2, help="Epochs (the paper: 2)."),
+    batch_size: int = typer.Option(8, help="Batch size."),
+    lr: float = typer.Option(5e-5, help="AdamW learning rate (the paper: 5e-5), cosine schedule."),
+    warmup: float = typer.Option(0.1, help="Warm-up, as a fraction of the steps."),
+    guidance: float = typer.Option(1.0, help="Guidance weight w of the control embedding during training."),
+    prior: bool = typer.Option(True, help="Condition the instruction on the control code (the prior); --no-prior asks the bare question."),
+    checkpoint_every: int = typer.Option(0, help="Save a checkpoint every N steps (0: each epoch)."),
+    resume: bool = typer.Option(True, help="Continue from the latest checkpoint in --out."),
+    device: str = typer.Option("cpu", help="torch device."),
+    seed: int = typer.Option(0, help="Shuffling seed."),
+) -> None:
+    """Train the Q-Former and the control projection with eq. 3 (vision encoder and LLM frozen)."""
+    from rich.progress import Progress
+
+    from .errors import SafeViewError
+    from .rationale.ciit import ConditionalBlip
+    from .rationale.train import TrainConfig, prepare, read_records, train_ciit
+
+    try:
+        records = read_records(data)
+        usable = [r for r in records if str(r["answer"]).strip()]
+        if not usable:
+            fail(f"{data}: no record has an answer yet")
+        prepared = prepare(usable, classifiers=_vlm_classifiers(models), prior=prior)
+        ciit = ConditionalBlip.load(base, device=device)
+    except SafeViewError as exc:
+        fail(str(exc))
+    console.print(f"{len(usable)} records ({len(records) - len(usable)} without an answer skipped)", highlight=False)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, guidance=guidance, seed=seed, checkpoint_every=checkpoint_every)
+    with Progress(console=console) as bar:
+        task = bar.add_task("training", total=None)
+        history = train_ciit(ciit, prepared, out, config=config, resume=resume,
+                             progress=lambda step, total, loss: bar.update(task, completed=step, total=total, description=f"loss {loss:.4f}"))
+    if history:
+        console.print(f"done: {len(history)} steps, loss {history[0]:.4f} -> {history[-1]:.4f}; checkpoint {out}", highlight=False)
+
+
+@vlm_app.command("eval")
+def vlm_eval(
+    source: Path = typer.Argument(..., exists=True, help="JSONL records (from make-data) or an image folder (category = parent folder name)."),
+    out: Path = typer.Option(..., "--out", help="Folder for ratings.csv and ratings.html."),
+    backend: str = typer.Option("instructblip", help="Backends to compare, comma-separated: instructblip, openai, evidence."),
+    vlm: Optional[Path] = typer.Option(None, "--vlm", exists=True, file_okay=False, help="Local CIIT or InstructBLIP checkpoint (instructblip backend)."),
+    guidance: str = typer.Option("1", help="Guidance weights to compare, e.g. '1,0' for the paper's ablation (instructblip)."),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (openai backend)."),
+    model: Optional[str] = typer.Option(None, help="Model name at the endpoint (openai backend)."),
+    models: Optional[str] = typer.Option(None, "--models", help="Model set computing control codes for images without one."),
+    judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint of a 0/1 LLM judge (optional)."),
+    judge_model: Optional[str] = typer.Option(None, help="Model name of the LLM judge."),
+    obfuscate: bool = typer.Option(True, help="Show images obfuscated in the rating sheet (--no-obfuscate to show them as they are)."),
+    limit: int = typer.Option(0, help="Evaluate at most N images (0: all)."),
+    device: str = typer.Option("cpu", help="torch device (instructblip)."),
+) -> None:
+    """Ask the generic and fine-grained questions per image and backend/guidance; write a rating sheet and the automatic score."""
+    from .errors import SafeViewError
+    from .images import load_image
+    from .rationale import BACKENDS
+    from .rationale.control import control_code
+    from .rationale.evaluate import evaluate as run_eval
+    from .rationale.evaluate import make_records, summarise, write_sheet
+    from .rationale.train import read_records
+
+    try:
+        records = read_records(source) if source.is_file() else [
+            {**r, "image": str(source / r["image"])} for r in make_records(source)
+        ]
+        classifiers = _vlm_classifiers(models)
+        items: dict[str, dict] = {}
+        for rec in records:
+            if rec["image"] in items or (limit and len(items) >= limit):
+                continue
+            image = load_image(rec["image"])
+            control = rec.get("control")
+            if control is None:
+                if not classifiers:
+                    fail(f"{rec['image']}: no control code in the record; pass --models to compute it")
+                control = control_code(classifiers, image).probabilities
+            items[rec["image"]] = {"image": image, "name": rec["image"], "category": rec.get("category"), "control": control}
+        settings = []
+        for name in (b.strip() for b in backend.split(",") if b.strip()):
+            if name not in BACKENDS:
+                fail(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+            if name == "instructblip":
+                if vlm is None:
+                    fail("--vlm PATH is needed for the instructblip backend")
+                settings += [{"backend": name, "vlm": str(vlm), "guidance": float(w), "device": device} for w in guidance.split(",")]
+            elif name == "openai":
+                if not base_url or not model:
+                    fail("--base-url and --model are needed for the openai backend")
+                settings.append({"backend": name, "base_url": base_url, "model": model})
+            else:
+                settings.append({"backend": name})
+        if bool(judge_url) != bool(judge_model):
+            fail("--judge-url and --judge-model go together")
+        judge = {"base_url": judge_url, "model": judge_model} if judge_url else None
+        rows = run_eval(list(items.values()), settings, judge=judge)
+        csv_path, html_path = write_sheet(rows, list(items.values()), out, obfuscate=obfuscate)
+    except (SafeViewError, ValueError) as exc:
+        fail(str(exc))
+    for score in ("attribute_match", "judge"):
+        for (name, w, scope), rate in summarise(rows, score=score).items():
+            typer.echo(f"{name}\tw={w or '-'}\t{scope}\t{score.replace('_', ' ')} {rate:.1%}")
+    console.print(f"wrote {csv_path} and {html_path}", highlight=False)
 
 
 if __name__ == "__main__":

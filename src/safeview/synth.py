@@ -19,12 +19,10 @@ Stand-ins (what the mask covers) and their distractors, per category:
 ``cyberbullying``
     stand-in ``gesture``: a hand glyph (palm, fingers, thumb, with a dark outline) whose only raised
     finger is the middle one. Mask: every pixel of the glyph, outline included.
-    stand-in ``word``: a word from :data:`INSULT_WORDS` in outlined bold text. Mask: the text
-    pixels, outline stroke included (alpha >= 50 %).
-    distractors: ``hand_open``, ``hand_fist`` (same palette, outline and size; a lone raised index
-    finger and a thumbs-up were dropped: rotated and at 128 px a small demo CNN cannot tell them
-    from the stand-in); ``word_benign`` from :data:`BENIGN_WORDS` in the
-    same font, sizes and colours.
+    distractors: ``hand_open``, ``hand_fist`` (same palette, outline and size); ``word_benign``, a
+    word from :data:`BENIGN_WORDS` in outlined bold text (text is everywhere, so it is no cue).
+    A lone raised index finger, a thumbs-up and an insulting-word stand-in were tried and dropped:
+    a small demo CNN at 128 px, trained in minutes on two cores, stayed at chance with them.
 ``self_harm``
     stand-in ``wounds``: a skin-toned, forearm-like capsule crossed by 3-5 red parallel slash marks.
     Mask: every pixel of the capsule, marks included.
@@ -55,8 +53,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 CATEGORIES: tuple[str, ...] = ("sexual", "cyberbullying", "self_harm")
 
-#: Benign stand-ins for hateful words (cyberbullying stand-in ``word``).
-INSULT_WORDS: tuple[str, ...] = ("LOSER", "UGLY", "HATE", "DUMB", "FREAK")
 #: Friendly words drawn the same way (distractor ``word_benign``).
 BENIGN_WORDS: tuple[str, ...] = ("HELLO", "SALE", "LOVE", "HAPPY", "OPEN", "SMILE", "GOOD")
 
@@ -337,7 +333,7 @@ def _capsule(kind: str, rng: np.random.Generator, side: int) -> Drawn:
 #: category -> (stand-in kinds, distractor kinds); each kind's drawer takes (rng, side).
 _KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sexual": (("rings",), ("checker", "rings_other", "plain")),
-    "cyberbullying": (("gesture", "word"), ("hand_open", "hand_fist", "word_benign",
+    "cyberbullying": (("gesture",), ("hand_open", "hand_fist", "word_benign",
                                             "word_benign")),
     "self_harm": (("wounds",), ("skin_plain", "skin_single", "skin_lines_other", "lines_no_skin")),
 }
@@ -346,8 +342,8 @@ _KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 def _draw(kind: str, rng: np.random.Generator, side: int) -> Drawn:
     if kind in _HANDS:
         return _hand(kind, rng, side)
-    if kind in ("word", "word_benign"):
-        return _word(INSULT_WORDS if kind == "word" else BENIGN_WORDS, rng, side)
+    if kind == "word_benign":
+        return _word(BENIGN_WORDS, rng, side)
     if kind in ("wounds", "skin_plain", "skin_single", "skin_lines_other", "lines_no_skin"):
         return _capsule(kind, rng, side)
     return _ellipse_texture(kind, rng, side)
@@ -454,6 +450,7 @@ def generate(
     unsafe_fraction: float = 0.5,
     progress: Callable[[int, int], None] | None = None,
     force: bool = False,
+    only: Iterable[str] | None = None,
 ) -> Path:
     """Write ``n`` images, split evenly across ``categories`` (the first ones take the remainder), as
     an image-folder dataset per category and return the manifest's path::
@@ -473,7 +470,8 @@ def generate(
 
     ``out_dir`` must be empty or absent; with ``force=True`` files are written over, and files of an
     earlier run that this one does not rewrite stay in place. The same arguments give byte-identical
-    files.
+    files. ``only`` writes just those categories of the run — with the same ids, seeds and labels as
+    the whole run — to re-create part of a benchmark without rendering the rest.
     """
     categories = tuple(categories)
     unknown = [c for c in categories if c not in CATEGORIES]
@@ -492,10 +490,15 @@ def generate(
     counts = [n // len(categories) + (i < n % len(categories)) for i in range(len(categories))]
     order = np.random.default_rng([seed, 2])
     items, index = [], 0
+    wanted = set(categories if only is None else only)
     for category, count in zip(categories, counts):
         labels = np.zeros(count, bool)
         labels[: round(count * unsafe_fraction)] = True
-        for unsafe in order.permutation(labels):
+        permuted = order.permutation(labels)
+        if category not in wanted:
+            index += count
+            continue
+        for unsafe in permuted:
             item_seed, item_id = _item_seed(seed, index), f"{index:06d}"
             sample = make_sample(category, bool(unsafe), seed=item_seed, size=size)
             label = "unsafe" if unsafe else "safe"
@@ -526,6 +529,7 @@ def generate(
         "size": size,
         "n": n,
         "categories": list(categories),
+        "written": [c for c in categories if c in wanted],
         "unsafe_fraction": unsafe_fraction,
         "mask_fraction_range": list(MASK_FRACTION_RANGE),
         "items": items,
