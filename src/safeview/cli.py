@@ -449,8 +449,10 @@ def vlm_train(
         usable = [r for r in records if str(r["answer"]).strip()]
         if not usable:
             fail(f"{data}: no record has an answer yet")
-        prepared = prepare(usable, classifiers=_vlm_classifiers(models), prior=prior)
-        ciit = ConditionalBlip.load(base, device=device)
+        classifiers = _vlm_classifiers(models)
+        prepared = prepare(usable, classifiers=classifiers, prior=prior)
+        # the control code's categories: the model set's, else the checkpoint's (or the built-in three)
+        ciit = ConditionalBlip.load(base, device=device, categories=[c.category for c in classifiers] if classifiers else None)
     except SafeViewError as exc:
         fail(str(exc))
     console.print(f"{len(usable)} records ({len(records) - len(usable)} without an answer skipped)", highlight=False)
