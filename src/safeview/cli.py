@@ -67,6 +67,15 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     return unique, errors
 
 
+def _rationale_options(backend: str, vlm: Optional[Path], guidance: float, url: Optional[str], model: Optional[str]) -> dict:
+    """The scan flags that belong to the chosen rationale backend."""
+    if backend == "instructblip":
+        return {"vlm": vlm, "guidance": guidance}
+    if backend == "openai":
+        return {"base_url": url, "model": model}
+    return {}
+
+
 @app.command()
 def scan(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
@@ -79,6 +88,11 @@ def scan(
     max_regions: int = typer.Option(10, help="Search budget: most regions the counterfactual may obfuscate."),
     fallback: str = typer.Option("full", help="When no counterfactual is found: obfuscate 'full' image, the 'prefix' tried, or 'none'."),
     max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard)."),
+    rationale: str = typer.Option("evidence", help="Rationale backend: evidence (no weights), instructblip (--vlm), openai (--vlm-url, --vlm-model)."),
+    vlm: Optional[Path] = typer.Option(None, help="Local ConditionalVLM (CIIT) checkpoint directory, for --rationale instructblip."),
+    guidance: float = typer.Option(1.0, help="CIIT guidance weight w (0 is the paper's ablation)."),
+    vlm_url: Optional[str] = typer.Option(None, help="Base URL of an OpenAI-compatible VLM endpoint, for --rationale openai."),
+    vlm_model: Optional[str] = typer.Option(None, help="Model name at --vlm-url."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON result per line on stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite results already in --out."),
 ) -> None:
@@ -105,6 +119,7 @@ def scan(
         guard = Safeguard(
             models, attribution=attribution, segmentation=segmentation, style=style,
             threshold=threshold, max_regions=max_regions, fallback=fallback,
+            rationale=rationale, rationale_options=_rationale_options(rationale, vlm, guidance, vlm_url, vlm_model),
         )
     except (SafeViewError, ValueError) as exc:
         fail(str(exc))

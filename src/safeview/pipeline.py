@@ -83,6 +83,7 @@ class Safeguard:
         prune: bool = True,
         fallback: str = "full",
         rationale: str = "evidence",
+        rationale_options: dict | None = None,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -100,6 +101,7 @@ class Safeguard:
         self.prune = prune
         self.fallback = fallback
         self.rationale_backend = rationale
+        self.rationale_options = dict(rationale_options or {})
         self.seed = seed
 
     # -- helpers ------------------------------------------------------------------------------
@@ -244,7 +246,9 @@ class Safeguard:
 
         t = time.perf_counter()
         control = {c.category: c.unsafe_probability for c in categories}
-        explanation = make_rationale(image, control, evidence, backend=self.rationale_backend, threshold=self.threshold)
+        explanation = make_rationale(
+            image, control, evidence, backend=self.rationale_backend, threshold=self.threshold, **self.rationale_options
+        )
         timings["rationale"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
 

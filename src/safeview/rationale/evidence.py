@@ -11,13 +11,11 @@ from typing import Any
 import numpy as np
 
 from ..schema import Rationale
+from .prompts import load_templates
 
-#: per category, the unsafe attributes the paper's moderator questions ask about (Tables 1–2)
-ATTRIBUTES: dict[str, list[str]] = {
-    "sexual": ["nudity or exposed intimate body parts", "sexual activity", "sexually suggestive context"],
-    "cyberbullying": ["rude or offensive gestures", "hateful text or symbols", "aggressive behaviour", "weapons"],
-    "self_harm": ["cuts or scars", "bruises or blood", "symbols of self-destructive behaviour"],
-}
+#: per category, the unsafe attributes the paper's moderator questions ask about (Tables 1–2), from
+#: the editable prompt templates (``safeview/data/prompts.toml``)
+ATTRIBUTES: dict[str, list[str]] = {key: list(cat.attributes) for key, cat in load_templates().categories.items()}
 
 
 def _where(mask: np.ndarray) -> str:
