@@ -137,3 +137,11 @@ def test_generate_only_rewrites_a_category_identically(tmp_path):
     assert written == sorted(p.relative_to(full) for p in (full / "cyberbullying").rglob("*.png"))
     for rel in written:
         assert (part / rel).read_bytes() == (full / rel).read_bytes()
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_smallest_size_draws_every_kind(category):
+    for seed in range(25):  # tiny glyphs once broke Pillow's rounded rectangles
+        for unsafe in (False, True):
+            sample = make_sample(category, unsafe, seed=seed, size=64)
+            assert sample.image.shape == (64, 64, 3)

@@ -330,7 +330,8 @@ def synth(
             manifest = generate(out, n=n, seed=seed, size=size, force=force, only=only, progress=lambda i, total: progress.update(task, completed=i))
         except (FileExistsError, ValueError) as exc:
             fail(str(exc))
-    console.print(f"wrote {n} images and {manifest}", highlight=False)
+    written = len(json.loads(manifest.read_text())["items"])
+    console.print(f"wrote {written} images and {manifest}", highlight=False)
 
 
 @app.command()
@@ -546,6 +547,42 @@ def vlm_eval(
         for (name, w, scope), rate in summarise(rows, score=score).items():
             typer.echo(f"{name}\tw={w or '-'}\t{scope}\t{score.replace('_', ' ')} {rate:.1%}")
     console.print(f"wrote {csv_path} and {html_path}", highlight=False)
+
+
+@app.command()
+def batch(
+    inputs: list[str] = typer.Argument(..., help="Folders (recursive), globs, image files or manifests (.jsonl, .csv, .parquet with a 'path' column)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for results.parquet, obfuscated/<sha256>.png and summary.json; rerun into it to resume."),
+    engine: str = typer.Option("local", help="local (worker processes on this machine) or ray (Ray Data)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray runtime."),
+    batch_size: int = typer.Option(16, help="Images per chunk (one Parquet part, one Ray batch)."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes or Ray actors (default: all CPU cores)."),
+    models: str = typer.Option("default", help="Model set, as for 'safeview scan'."),
+    only_unsafe: bool = typer.Option(False, "--only-unsafe", help="Keep the full result JSON for unsafe and failed images only."),
+    segmentation: str = typer.Option("slic", help="Segmentation: slic, felzenszwalb, watershed, bass."),
+    style: str = typer.Option("blur", help="Obfuscation style: blur, pixelate, fill, mean."),
+    max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard)."),
+) -> None:
+    """Scan many images (resumable; results keyed by sha256) into a Parquet table and a summary."""
+    from .batch import ENGINES, RichProgress, run_batch
+    from .errors import SafeViewError
+
+    if engine not in ENGINES:
+        fail(f"--engine must be one of {', '.join(ENGINES)}")
+    try:
+        with RichProgress(console, disable=not console.is_terminal) as progress:
+            summary = run_batch(
+                inputs, out, engine=engine, ray_address=ray_address, batch_size=batch_size, workers=workers,
+                models=models, only_unsafe=only_unsafe, max_pixels=max_pixels, progress=progress,
+                segmentation=segmentation, style=style,
+            )
+    except (SafeViewError, ValueError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail(f"interrupted; what was written is kept: rerun the same command to resume into {out}", 130)
+    typer.echo(json.dumps(summary, indent=2))
+    if summary["failed"]:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -214,6 +214,10 @@ class _Layer:
         self._alpha = ImageDraw.Draw(self.alpha)
 
     def draw(self, shape: str, xy, colour: np.ndarray, *, outline: np.ndarray | None = None, width: int = 0, **kw) -> None:
+        if shape == "rounded_rectangle":  # Pillow cannot round a box thinner than its outline allows
+            x0, y0, x1, y1 = xy
+            if min(x1 - x0, y1 - y0) < 2 * max(1, width) + 1:
+                shape, kw = "rectangle", {k: v for k, v in kw.items() if k != "radius"}
         getattr(self._rgb, shape)(xy, fill=_rgb(colour), outline=None if outline is None else _rgb(outline), width=width, **kw)
         getattr(self._alpha, shape)(xy, fill=255, outline=None if outline is None else 255, width=width, **kw)
 
