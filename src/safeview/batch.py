@@ -1,0 +1,567 @@
+"""Batch scanning at platform scale: the paper's pipeline (Fig. 1, ``Safeguard.scan``) over a folder,
+glob or manifest, on this machine (worker processes) or on a Ray cluster (Ray Data, an actor pool
+that loads the models once per actor), with one result table either way.
+
+Results are keyed by the sha256 of each file's bytes and appended as atomically written Parquet
+parts under ``OUT/results/``, so an interrupted run loses nothing already written, a rerun skips
+what is done, and a file present under several paths is scanned once and reported for every path.
+Every run ends by compacting the parts into ``OUT/results.parquet`` (one row per path) and writing
+``OUT/summary.json``; obfuscated outputs of unsafe images are ``OUT/obfuscated/<sha256>.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import ImageError, SafeViewError
+
+RESULTS_DIR = "results"
+OBFUSCATED_DIR = "obfuscated"
+TABLE = "results.parquet"
+SUMMARY = "summary.json"
+ENGINES = ("local", "ray")
+MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
+#: fields a worker returns per scanned file (the driver turns them into table rows)
+SCAN_FIELDS = ("sha256", "path", "result_json", "error", "error_type", "png")
+#: errors that are a property of the bytes (same file -> same error), so a rerun need not retry them
+DETERMINISTIC_ERRORS = ("ImageError",)
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("path", pa.string()),
+            ("sha256", pa.string()),
+            ("size", pa.int64()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("format", pa.string()),
+            ("verdict", pa.string()),
+            ("unsafe_categories", pa.list_(pa.string())),
+            ("confidences", pa.map_(pa.string(), pa.float64())),
+            ("cse_found", pa.bool_()),
+            ("cse_regions", pa.int32()),
+            ("obfuscated_fraction", pa.float64()),
+            ("obfuscated_safe", pa.bool_()),
+            ("mask_rle", pa.string()),
+            ("rationale", pa.string()),
+            ("obfuscated", pa.string()),
+            ("error", pa.string()),
+            ("error_type", pa.string()),
+            ("duplicate", pa.bool_()),
+            ("seconds", pa.float64()),
+            ("timings", pa.map_(pa.string(), pa.float64())),
+            ("safeview_version", pa.string()),
+            ("models", pa.string()),
+            ("result_json", pa.string()),
+        ]
+    )
+
+
+def _scan_schema():
+    import pyarrow as pa
+
+    return pa.schema([(name, pa.binary() if name == "png" else pa.string()) for name in SCAN_FIELDS])
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+def read_manifest(path: str | os.PathLike) -> list[str]:
+    """Paths listed by a JSONL, CSV or Parquet manifest (a ``path`` column; relative paths are
+    relative to the manifest's folder)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            values = []
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if not isinstance(record, dict) or "path" not in record:
+                    raise SafeViewError(f"{path}:{number}: each line must be a JSON object with a 'path' key")
+                values.append(record["path"])
+        elif suffix == ".csv":
+            with open(path, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                if "path" not in (reader.fieldnames or []):
+                    raise SafeViewError(f"{path}: CSV manifest needs a 'path' column (header: {reader.fieldnames})")
+                values = [row["path"] for row in reader]
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            if "path" not in table.column_names:
+                raise SafeViewError(f"{path}: Parquet manifest needs a 'path' column (has {table.column_names})")
+            values = table.column("path").to_pylist()
+        else:
+            raise SafeViewError(f"{path}: not a manifest; use one of {', '.join(MANIFEST_SUFFIXES)}")
+    except FileNotFoundError:
+        raise SafeViewError(f"{path}: no such manifest file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise SafeViewError(f"{path}: unreadable manifest ({str(exc).splitlines()[0]})") from None
+    return [str(v if Path(str(v)).is_absolute() else path.parent / str(v)) for v in values if v]
+
+
+def list_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Folders (recursive), globs, image files and manifests -> (paths in order, [(item, error)]).
+    Paths a manifest names are kept even when missing: they become error rows."""
+    from .cli import expand_inputs
+
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths: list[str] = []
+    errors: list[tuple[str, str]] = []
+    for item in map(str, items):
+        if Path(item).is_file() and Path(item).suffix.lower() in MANIFEST_SUFFIXES:
+            paths.extend(str(Path(p).absolute()) for p in read_manifest(item))
+        else:
+            files, item_errors = expand_inputs([item])
+            paths.extend(map(str, files))
+            errors.extend(item_errors)
+    return list(dict.fromkeys(paths)), errors
+
+
+def _hash_file(path: str) -> tuple[str | None, int | None, str | None]:
+    """(sha256, size, error) of a file's exact bytes, read in 1 MiB blocks."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+    except FileNotFoundError:
+        return None, None, f"{path}: no such file; check the path"
+    except IsADirectoryError:
+        return None, None, f"{path}: is a folder, not an image file"
+    except PermissionError:
+        return None, None, f"{path}: permission denied; make the file readable"
+    except OSError as exc:
+        return None, None, f"{path}: cannot be read ({exc.strerror or exc}); check the file"
+    return digest.hexdigest(), size, None
+
+
+# -- scanning (runs in local worker processes and in Ray actors alike) ---------------------------
+
+
+def scan_file(guard, path: str, sha256: str, *, max_pixels: int) -> dict[str, Any]:
+    """Scan one file with a configured ``Safeguard``: a dict of :data:`SCAN_FIELDS`. A bad file
+    (or any failure) becomes an error entry with a message; it never raises."""
+    from .images import load_image_info
+
+    entry: dict[str, Any] = dict.fromkeys(SCAN_FIELDS)
+    entry.update(sha256=sha256, path=path)
+    try:
+        loaded = load_image_info(path, max_pixels=max_pixels)
+        if loaded.sha256 != sha256:
+            raise ImageError(f"{path}: changed while the batch ran (its sha256 differs); run the batch again")
+        result = guard.scan(loaded)
+        if result.artifacts.obfuscated is not None:
+            from PIL import Image
+
+            buffer = io.BytesIO()
+            Image.fromarray(result.artifacts.obfuscated).save(buffer, format="PNG")  # lossless
+            entry["png"] = buffer.getvalue()
+            result.outputs = {"obfuscated": f"{OBFUSCATED_DIR}/{sha256}.png"}
+        entry["result_json"] = result.model_dump_json()
+    except SafeViewError as exc:
+        entry.update(error=str(exc), error_type=type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - one input must never stop the batch
+        entry.update(error=f"{path}: scan failed ({type(exc).__name__}: {exc})", error_type=type(exc).__name__)
+    return entry
+
+
+def scan_chunk(guard, items: Sequence[tuple[str, str]], *, max_pixels: int) -> list[dict[str, Any]]:
+    """Scan ``[(sha256, path), ...]`` in order."""
+    return [scan_file(guard, path, sha, max_pixels=max_pixels) for sha, path in items]
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _local_task(models, guard_kwargs: dict, threads: int, items, max_pixels: int) -> list[dict[str, Any]]:
+    """Worker-process entry point: build the ``Safeguard`` once per process, then scan a chunk."""
+    if "guard" not in _WORKER:
+        import torch
+
+        from .pipeline import Safeguard
+
+        torch.set_num_threads(threads)
+        _WORKER["guard"] = Safeguard(models, **guard_kwargs)
+    return scan_chunk(_WORKER["guard"], items, max_pixels=max_pixels)
+
+
+def _run_local(chunks: list, *, models, guard_kwargs: dict, workers: int, max_pixels: int) -> Iterator[list[dict]]:
+    """Chunks scanned by ``workers`` spawned processes, each with ``cores // workers`` torch
+    threads (never more threads than cores); at most two chunks per worker are in flight.
+    ``workers=1`` scans in this process, with the caller's torch thread setting."""
+    import multiprocessing
+
+    if workers == 1:
+        from .pipeline import Safeguard
+
+        guard = Safeguard(models, **guard_kwargs)
+        for chunk in chunks:
+            yield scan_chunk(guard, chunk, max_pixels=max_pixels)
+        return
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pending: set = set()
+    queue = iter(chunks)
+    try:
+        while True:
+            for chunk in queue:
+                pending.add(pool.submit(_local_task, models, guard_kwargs, threads, chunk, max_pixels))
+                if len(pending) >= 2 * workers:
+                    break
+            if not pending:
+                return
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayScanner:
+    """Ray Data ``map_batches`` callable: one ``Safeguard`` per actor (models loaded once), one
+    torch thread per actor (Ray gives each actor one CPU)."""
+
+    def __init__(self, models, guard_kwargs: dict, max_pixels: int) -> None:
+        import torch
+
+        from .pipeline import Safeguard
+
+        torch.set_num_threads(1)
+        self.guard = Safeguard(models, **guard_kwargs)
+        self.max_pixels = max_pixels
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        import pyarrow as pa
+
+        items = list(zip(map(str, batch["sha256"]), map(str, batch["path"])))
+        entries = scan_chunk(self.guard, items, max_pixels=self.max_pixels)
+        return pa.Table.from_pylist(entries, schema=_scan_schema())  # explicit types: None stays null
+
+
+def _run_ray(
+    chunks: list, *, models, guard_kwargs: dict, workers: int, batch_size: int, max_pixels: int, ray_address: str | None
+) -> Iterator[list[dict]]:
+    """Chunks scanned on Ray: ``from_items`` -> ``map_batches(RayScanner)`` on an actor pool of
+    ``workers`` actors (a GPU share each when the cluster has GPUs) -> batches streamed back."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        if ray_address:
+            ray.init(address=ray_address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        kwargs = dict(guard_kwargs)
+        if gpus:
+            kwargs.setdefault("device", "cuda")
+        items = [{"sha256": sha, "path": path} for chunk in chunks for sha, path in chunk]
+        dataset = ray.data.from_items(items, override_num_blocks=max(1, len(chunks))).map_batches(
+            RayScanner,
+            fn_constructor_kwargs={"models": models, "guard_kwargs": kwargs, "max_pixels": max_pixels},
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            num_gpus=min(1.0, gpus / workers) if gpus else 0,
+        )
+        batches = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
+        try:
+            for batch in batches:
+                yield batch.to_pylist()
+        finally:
+            batches.close()  # stop Ray Data's iterator before any shutdown, not at garbage collection
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def result_row(path: str, size: int | None, entry: dict[str, Any], *, duplicate: bool, only_unsafe: bool) -> dict[str, Any]:
+    """One table row from a scan entry (``result_json`` is the full :class:`ScanResult`)."""
+    row: dict[str, Any] = dict.fromkeys(_schema().names)
+    row.update(path=path, sha256=entry["sha256"], size=size, error=entry["error"], error_type=entry["error_type"], duplicate=duplicate)
+    if entry["result_json"] is None:
+        return row
+    from .schema import ScanResult
+
+    result = ScanResult.model_validate_json(entry["result_json"])
+    cfs = result.counterfactuals
+    row.update(
+        width=result.input.width,
+        height=result.input.height,
+        format=result.input.format,
+        verdict=result.verdict,
+        unsafe_categories=[c.category for c in result.categories if c.unsafe],
+        confidences=[(c.category, c.unsafe_probability) for c in result.categories],
+        cse_found=all(cf.found for cf in cfs) if cfs else None,
+        cse_regions=sum(cf.depth for cf in cfs) if cfs else None,
+        obfuscated_fraction=result.obfuscated_fraction,
+        obfuscated_safe=result.obfuscated_safe,
+        mask_rle=result.mask.model_dump_json() if result.mask else None,
+        rationale=result.rationale.text if result.rationale else None,
+        obfuscated=result.outputs.get("obfuscated"),
+        seconds=result.timings.get("total"),
+        timings=list(result.timings.items()),
+        safeview_version=result.versions.safeview,
+        models=json.dumps(result.versions.models, sort_keys=True),
+        result_json=None if only_unsafe and result.verdict == "safe" else entry["result_json"],
+    )
+    return row
+
+
+def _write_atomic(target: Path, write: Callable[[Path], None]) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    write(tmp)
+    os.replace(tmp, target)
+
+
+class _Writer:
+    """Appends rows as Parquet parts (tmp + rename) and obfuscated PNGs under ``out``."""
+
+    def __init__(self, out: Path) -> None:
+        self.parts = out / RESULTS_DIR
+        self.obfuscated = out / OBFUSCATED_DIR
+        self.parts.mkdir(parents=True, exist_ok=True)
+        self.obfuscated.mkdir(parents=True, exist_ok=True)
+        self.stamp = f"{time.time_ns():020d}-{os.getpid()}"
+        self.count = 0
+
+    def png(self, sha256: str, data: bytes) -> None:
+        target = self.obfuscated / f"{sha256}.png"
+        if not target.exists():
+            _write_atomic(target, lambda tmp: tmp.write_bytes(data))
+
+    def rows(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(rows, schema=_schema())
+        self.count += 1
+        _write_atomic(self.parts / f"part-{self.stamp}-{self.count:06d}.parquet", lambda tmp: pq.write_table(table, tmp))
+
+
+def read_parts(out: str | os.PathLike):
+    """Every row ever written under ``out`` (all parts, oldest first), as a pyarrow Table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted((Path(out) / RESULTS_DIR).glob("part-*.parquet"))
+    if not parts:
+        return _schema().empty_table()
+    return pa.concat_tables([pq.read_table(p, schema=_schema()) for p in parts])
+
+
+def read_results(out: str | os.PathLike):
+    """The result table: the latest row of every path, sorted by path."""
+    import pyarrow as pa
+
+    table = read_parts(out)
+    if table.num_rows == 0:
+        return table
+    indexed = table.append_column("_row", pa.array(np.arange(table.num_rows)))
+    latest = indexed.group_by("path").aggregate([("_row", "max")]).column("_row_max")
+    return table.take(latest).sort_by("path")
+
+
+def _is_done(row: dict[str, Any]) -> bool:
+    return row["verdict"] is not None or row["error_type"] in DETERMINISTIC_ERRORS
+
+
+# -- the batch ----------------------------------------------------------------------------------
+
+
+def run_batch(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    engine: str = "local",
+    ray_address: str | None = None,
+    batch_size: int = 16,
+    workers: int | None = None,
+    models: Any = "default",
+    only_unsafe: bool = False,
+    max_pixels: int = 40_000_000,
+    progress: Callable[[int, int], None] | None = None,
+    **safeguard_kwargs: Any,
+) -> dict[str, Any]:
+    """Scan every image of ``inputs`` (folders, globs, files, JSONL/CSV/Parquet manifests) into
+    ``out`` and return the summary (also written to ``out/summary.json``).
+
+    ``engine`` is ``local`` (``workers`` spawned processes, default: all cores) or ``ray`` (Ray
+    Data; ``ray_address`` joins an existing cluster, otherwise a local runtime with ``workers``
+    CPUs starts and stops). ``batch_size`` images make one chunk, i.e. one Parquet part.
+    ``models`` is a model-set spec or a list of classifiers (picklable); ``safeguard_kwargs`` go to
+    :class:`~safeview.pipeline.Safeguard`. ``only_unsafe`` keeps the full ``result_json`` of unsafe
+    and failed images only. ``progress(done, total)`` is called after each written chunk; an
+    exception it raises stops the run, keeping everything written so far.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    workers = int(workers or os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise SafeViewError(f"{out}: exists and is not a folder; choose another --out")
+
+    start = time.perf_counter()
+    paths, input_errors = list_inputs(inputs)
+    if not paths:
+        detail = "; ".join(f"{item}: {message}" for item, message in input_errors) or "no inputs given"
+        raise SafeViewError(f"no images to scan ({detail})")
+    writer = _Writer(out)
+
+    # what is already in the table: done sha256 -> a row to copy, and the (path, sha256) pairs
+    done: dict[str, dict[str, Any]] = {}
+    recorded: set[tuple[str, str]] = set()
+    for row in read_results(out).to_pylist():
+        if row["sha256"] and _is_done(row):
+            done.setdefault(row["sha256"], row)
+            recorded.add((row["path"], row["sha256"]))
+
+    with ThreadPoolExecutor(max_workers=4) as hashers:
+        hashes = list(hashers.map(_hash_file, paths))
+    sizes = {sha: size for sha, size, _ in hashes if sha}
+    unreadable = [
+        result_row(path, None, {**dict.fromkeys(SCAN_FIELDS), "error": error, "error_type": "ReadError"}, duplicate=False, only_unsafe=only_unsafe)
+        for path, (sha, _, error) in zip(paths, hashes)
+        if error
+    ]
+    writer.rows(unreadable)
+
+    paths_of: dict[str, list[str]] = {}
+    for path, (sha, _, _) in zip(paths, hashes):
+        if sha and (path, sha) not in recorded:
+            paths_of.setdefault(sha, []).append(path)
+    copies = []  # new paths of files scanned by an earlier run
+    for sha in [s for s in paths_of if s in done]:
+        for path in paths_of.pop(sha):
+            copies.append({**done[sha], "path": path, "duplicate": True})
+    writer.rows(copies)
+
+    todo = [(sha, paths[0]) for sha, paths in paths_of.items()]
+    chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    common = {"models": models, "guard_kwargs": safeguard_kwargs, "workers": min(workers, max(1, len(chunks))), "max_pixels": max_pixels}
+    if engine == "local":
+        stream: Iterable[list[dict]] = _run_local(chunks, **common) if chunks else []
+    else:
+        stream = _run_ray(chunks, batch_size=batch_size, ray_address=ray_address, **common) if chunks else []
+
+    scanned = failed = 0
+    scan_start = time.perf_counter()
+    if progress:
+        progress(0, len(todo))
+    for entries in stream:
+        rows = []
+        for entry in entries:
+            if entry["png"] is not None:
+                writer.png(entry["sha256"], entry["png"])
+            for index, path in enumerate(paths_of[entry["sha256"]]):
+                rows.append(result_row(path, sizes[entry["sha256"]], entry, duplicate=index > 0, only_unsafe=only_unsafe))
+            failed += entry["error"] is not None
+        writer.rows(rows)
+        scanned += len(entries)
+        if progress:
+            progress(scanned, len(todo))
+    scan_seconds = time.perf_counter() - scan_start
+
+    import pyarrow.parquet as pq
+
+    table = read_results(out)
+    _write_atomic(out / TABLE, lambda tmp: pq.write_table(table, tmp))
+    summary = _summary(table, out)
+    summary.update(
+        engine=engine,
+        workers=common["workers"],
+        inputs=len(paths),
+        unique=len(set(sizes)),
+        scanned=scanned,
+        skipped=sum(1 for path, (sha, _, _) in zip(paths, hashes) if (path, sha) in recorded),
+        reused=len(copies),
+        failed_this_run=failed + len(unreadable),
+        input_errors=[{"input": item, "error": message} for item, message in input_errors],
+        seconds=round(time.perf_counter() - start, 3),
+        images_per_s=round(scanned / scan_seconds, 3) if scanned and scan_seconds > 0 else None,
+    )
+    _write_atomic(out / SUMMARY, lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8"))
+    return summary
+
+
+def _summary(table, out: Path) -> dict[str, Any]:
+    """Counts over the whole result table: per verdict, per unsafe category, and the failures."""
+    verdicts: dict[str, int] = {}
+    categories: dict[str, int] = {}
+    failures = []
+    for row in table.select(["path", "verdict", "unsafe_categories", "error"]).to_pylist():
+        if row["error"] is not None:
+            failures.append({"path": row["path"], "error": row["error"]})
+            continue
+        verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
+        for category in row["unsafe_categories"] or []:
+            categories[category] = categories.get(category, 0) + 1
+    return {
+        "rows": table.num_rows,
+        "verdicts": dict(sorted(verdicts.items())),
+        "unsafe_categories": dict(sorted(categories.items())),
+        "failed": len(failures),
+        "failures": failures[:100],
+        "table": str(out / TABLE),
+        "obfuscated": str(out / OBFUSCATED_DIR),
+    }
+
+
+class RichProgress:
+    """A Rich progress bar with images/s and ETA, usable as ``run_batch(progress=...)``."""
+
+    def __init__(self, console=None, *, disable: bool = False) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=disable,
+        )
+        self.task = None
+        self.start = 0.0
+
+    def __enter__(self) -> "RichProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task, self.start = self.bar.add_task("scanning", total=total, rate=""), time.perf_counter()
+        elapsed = time.perf_counter() - self.start
+        rate = f"{done / elapsed:.2f} img/s" if done and elapsed > 0 else ""
+        self.bar.update(self.task, completed=done, total=total, rate=rate)
