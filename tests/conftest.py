@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from scenes import RedDetector
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
@@ -16,36 +17,6 @@ def photo() -> np.ndarray:
     from skimage import data, transform
 
     return (transform.resize(data.astronaut(), (96, 96), anti_aliasing=True) * 255).astype(np.uint8)
-
-
-class RedDetector:
-    """Factory of a hand-built torch classifier whose 'unsafe' logit grows with the fraction of
-    saturated red pixels: its decision depends only on where red is, so CSE must find it."""
-
-    @staticmethod
-    def build():
-        import torch
-        from torch import nn
-
-        from safeview.classify import Classifier, Preprocess
-
-        class Net(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.conv = nn.Conv2d(3, 1, 1)
-                self.fc = nn.Linear(1, 2)
-                with torch.no_grad():
-                    self.conv.weight[:] = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1)
-                    self.conv.bias[:] = -5.0
-                    self.fc.weight[:] = torch.tensor([[-100.0], [100.0]])
-                    self.fc.bias[:] = torch.tensor([1.0, -1.0])
-
-            def forward(self, x):
-                return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
-
-        return Classifier.from_module(
-            Net(), ["safe", "unsafe"], ["unsafe"], name="red-detector", category="cyberbullying", preprocess=Preprocess(resize=(64, 64))
-        )
 
 
 @pytest.fixture

@@ -22,3 +22,33 @@ def red_predict(key: np.ndarray):
         return np.stack([1 - p, p], axis=1)
 
     return predict
+
+
+class RedDetector:
+    """Factory of a hand-built torch classifier whose 'unsafe' logit grows with the fraction of
+    saturated red pixels: its decision depends only on where red is, so CSE must find it."""
+
+    @staticmethod
+    def build():
+        import torch
+        from torch import nn
+
+        from safeview.classify import Classifier, Preprocess
+
+        class Net(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.conv = nn.Conv2d(3, 1, 1)
+                self.fc = nn.Linear(1, 2)
+                with torch.no_grad():
+                    self.conv.weight[:] = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1)
+                    self.conv.bias[:] = -5.0
+                    self.fc.weight[:] = torch.tensor([[-100.0], [100.0]])
+                    self.fc.bias[:] = torch.tensor([1.0, -1.0])
+
+            def forward(self, x):
+                return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+        return Classifier.from_module(
+            Net(), ["safe", "unsafe"], ["unsafe"], name="red-detector", category="cyberbullying", preprocess=Preprocess(resize=(64, 64))
+        )

@@ -15,7 +15,7 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("sqlalchemy")
-from conftest import RedDetector  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
+from scenes import RedDetector  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
 from fastapi.testclient import TestClient  # noqa: E402
 
 from safeview.schema import ScanResult  # noqa: E402

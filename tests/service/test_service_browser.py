@@ -18,7 +18,7 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium, or run .ci/services.sh)", allow_module_level=True)
 pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 pytest.importorskip("uvicorn")
-from conftest import RedDetector  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
+from scenes import RedDetector  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 from safeview.service.app import create_app  # noqa: E402
