@@ -44,6 +44,7 @@ from safeview.baselines import box_censor, boxes_mask, component_boxes, csra, li
 from safeview.classify import Classifier, load_classifier
 from safeview.counterfactual import Counterfactual, greedy_search, rank_regions, region_scores
 from safeview.obfuscate import Obfuscator
+from safeview.pipeline import cse_segmentation_params
 from safeview.segment import segment
 from safeview.synth import CATEGORIES, Sample, make_sample
 
@@ -104,7 +105,7 @@ def cse_method(attribution: str, segmentation: str, params: dict | None = None) 
         t = time.perf_counter()
         image = ctx.sample.image
         attr = attribution_map(ctx.classifier, image, ctx.target, attribution)
-        labels = segment(image, segmentation, attribution=attr, **(params or {}))
+        labels = segment(image, segmentation, attribution=attr, **cse_segmentation_params(segmentation, image.shape[:2], params or {}))
         order = rank_regions(region_scores(attr, labels))
         cf = greedy_search(ctx.classifier, image, labels, order, **ctx.shared)
         return _segments_run(cf, labels, time.perf_counter() - t)
@@ -120,21 +121,13 @@ def csra_method(ctx: Context) -> Run:
     return _segments_run(cf, labels, time.perf_counter() - t)
 
 
-def sedc_method(max_queries: int) -> Callable[[Context], Run]:
+def quickshift_method(search: Callable[..., Counterfactual], **options) -> Callable[[Context], Run]:
+    """A baseline that searches quickshift superpixels (SEDC, LIME), timed with its segmentation."""
+
     def run(ctx: Context) -> Run:
         t = time.perf_counter()
         labels = quickshift_segments(ctx.sample.image)
-        cf = sedc(ctx.classifier, ctx.sample.image, segments=labels, max_queries=max_queries, **ctx.shared)
-        return _segments_run(cf, labels, time.perf_counter() - t)
-
-    return run
-
-
-def lime_method(num_samples: int) -> Callable[[Context], Run]:
-    def run(ctx: Context) -> Run:
-        t = time.perf_counter()
-        labels = quickshift_segments(ctx.sample.image)
-        cf = lime_counterfactual(ctx.classifier, ctx.sample.image, segments=labels, num_samples=num_samples, **ctx.shared)
+        cf = search(ctx.classifier, ctx.sample.image, segments=labels, **options, **ctx.shared)
         return _segments_run(cf, labels, time.perf_counter() - t)
 
     return run
@@ -172,8 +165,8 @@ def configurations(tables: list[str], sam: str | None, lime_samples: int, sedc_q
     if "methods" in tables:
         baselines = {
             "csra": csra_method,
-            "sedc": sedc_method(sedc_queries),
-            "lime": lime_method(lime_samples),
+            "sedc": quickshift_method(sedc, max_queries=sedc_queries),
+            "lime": quickshift_method(lime_counterfactual, num_samples=lime_samples),
             "boxes of cse regions": boxes_method("cse"),
             "boxes of true stand-ins": boxes_method("truth"),
         }

@@ -236,17 +236,27 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def read_torch_file(path: Path, *, missing: str, unreadable: str) -> Any:
+    """``torch.load`` with ``weights_only=True`` (a file can never run code); a missing or
+    unreadable file is a one-line :class:`ModelError` (``unreadable`` may hold ``{error}``)."""
+    if not path.is_file():
+        raise ModelError(f"{path}: {missing}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise ModelError(f"{path}: {unreadable.format(error=type(exc).__name__)}") from exc
+
+
 def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu") -> Classifier:
     """Load a SafeView checkpoint file; a missing, corrupt or mismatched file is a :class:`ModelError`."""
     from . import nets
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file; give the path of a .safeview checkpoint")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise ModelError(f"{path}: not a readable SafeView checkpoint ({type(exc).__name__}); re-create or re-download it") from exc
+    payload = read_torch_file(
+        path,
+        missing="no such model file; give the path of a .safeview checkpoint",
+        unreadable="not a readable SafeView checkpoint ({error}); re-create or re-download it",
+    )
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path}: not a SafeView classifier checkpoint (missing format marker)")
     if payload.get("version", 0) > CHECKPOINT_VERSION:

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from . import nets
-from .classify import _RESAMPLE, CHECKPOINT_FORMAT, Classifier, Preprocess, file_sha256
+from .classify import _RESAMPLE, CHECKPOINT_FORMAT, Classifier, Preprocess, file_sha256, read_torch_file
 from .errors import ImageError, ModelError, SafeViewError
 from .evaluate import classification_metrics, expected_calibration_error
 from .images import IMAGE_SUFFIXES, load_image, load_image_info
@@ -308,12 +308,11 @@ def load_init_weights(module: nn.Module, path: str | Path) -> int:
     number of classes). Anything else missing or mis-shaped is a :class:`ModelError`. Returns the
     number of tensors loaded."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelError(f"{path}: no such weights file; give a local .pth state dict (nothing is downloaded)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a foreign file
-        raise ModelError(f"{path}: not a readable PyTorch weights file ({type(exc).__name__}); give a torchvision-style state dict (.pth)") from exc
+    obj = read_torch_file(
+        path,
+        missing="no such weights file; give a local .pth state dict (nothing is downloaded)",
+        unreadable="not a readable PyTorch weights file ({error}); give a torchvision-style state dict (.pth)",
+    )
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         obj = obj["state_dict"]
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict", obj.get("model")), dict):
