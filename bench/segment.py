@@ -71,6 +71,14 @@ def achievable_segmentation_accuracy(labels: np.ndarray, gt: np.ndarray) -> floa
     return float(_overlaps(labels, gt).max(axis=1).sum() / labels.size)
 
 
+def emit(text: str, out: Path | None) -> None:
+    """Print a benchmark's Markdown and, when asked, write it to ``out``."""
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+
+
 # --- timing ---------------------------------------------------------------------------------------
 
 
@@ -219,11 +227,7 @@ def main() -> None:
         f"{cold['first_call_s']:.1f} s; first call in a second process loading the on-disk cache "
         f"{warm['first_call_s']:.2f} s.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from segment import achievable_segmentation_accuracy, boundary_recall, undersegmentation_error  # noqa: E402
+from segment import achievable_segmentation_accuracy, boundary_recall, emit, undersegmentation_error  # noqa: E402
 
 from safeview.attribute import attribution_map  # noqa: E402
 from safeview.classify import load_classifier  # noqa: E402
@@ -86,10 +86,7 @@ def main() -> None:
         "the stand-in mask against the rest; attribution: the demo model's FullGrad; torch threads "
         f"{args.threads}.\n\n" + "\n".join(lines) + "\n"
     )
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    emit(text, args.out)
 
 
 if __name__ == "__main__":
