@@ -9,6 +9,7 @@ import pytest
 from scenes import RedDetector
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download: tests build their tiny models in code
 
 
 @pytest.fixture(scope="session")
