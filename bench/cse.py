@@ -22,6 +22,7 @@ import torch
 
 from safeview.classify import load_classifier
 from safeview.pipeline import Safeguard
+from safeview.threads import set_threads
 from safeview.synth import CATEGORIES, make_sample
 
 STAGES = ("classify", "attribute", "segment", "search", "recheck", "total")
@@ -116,7 +117,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/out/cse.json"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     categories = args.categories.split(",")
     per = args.n // len(categories)
     results = []

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from safeview.attribute import attribution_map
+from safeview.threads import set_threads
 from safeview.baselines import box_censor, boxes_mask, component_boxes, csra, lime_counterfactual, quickshift_segments, sedc
 from safeview.classify import Classifier, load_classifier
 from safeview.counterfactual import Counterfactual, greedy_search, rank_regions, region_scores
@@ -319,7 +320,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/reproduce"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     categories = args.categories.split(",")
     tables = [t for t in args.tables.split(",") if t]
     unknown = sorted(set(tables) - set(TABLES))

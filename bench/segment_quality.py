@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from segment import achievable_segmentation_accuracy, boundary_recall, emit, undersegmentation_error  # noqa: E402
@@ -25,6 +25,7 @@ from safeview.classify import load_classifier  # noqa: E402
 from safeview.pipeline import cse_segmentation_params  # noqa: E402
 from safeview.segment import segment  # noqa: E402
 from safeview.synth import CATEGORIES, make_sample  # noqa: E402
+from safeview.threads import set_threads  # noqa: E402
 
 
 def methods(image: np.ndarray, attribution: np.ndarray) -> dict[str, tuple[np.ndarray, float]]:
@@ -53,7 +54,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     rows: dict[str, list[tuple[int, float, float, float, float]]] = {}
     per = args.n // len(CATEGORIES)
     for ci, category in enumerate(CATEGORIES):

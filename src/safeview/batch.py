@@ -194,18 +194,17 @@ _WORKER: dict[str, Any] = {}
 def _local_task(models, guard_kwargs: dict, threads: int, items, max_pixels: int) -> list[dict[str, Any]]:
     """Worker-process entry point: build the ``Safeguard`` once per process, then scan a chunk."""
     if "guard" not in _WORKER:
-        import torch
-
         from .pipeline import Safeguard
+        from .threads import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
         _WORKER["guard"] = Safeguard(models, **guard_kwargs)
     return scan_chunk(_WORKER["guard"], items, max_pixels=max_pixels)
 
 
 def _run_local(chunks: list, *, models, guard_kwargs: dict, workers: int, max_pixels: int) -> Iterator[list[dict]]:
-    """Chunks scanned by ``workers`` spawned processes, each with ``cores // workers`` torch
-    threads (never more threads than cores); at most two chunks per worker are in flight.
+    """Chunks scanned by ``workers`` spawned processes, each with ``cores // workers`` torch and
+    numba threads (never more threads than cores); at most two chunks per worker are in flight.
     ``workers=1`` scans in this process, with the caller's torch thread setting."""
     import multiprocessing
 
@@ -238,14 +237,13 @@ def _run_local(chunks: list, *, models, guard_kwargs: dict, workers: int, max_pi
 
 class RayScanner:
     """Ray Data ``map_batches`` callable: one ``Safeguard`` per actor (models loaded once), one
-    torch thread per actor (Ray gives each actor one CPU)."""
+    torch and numba thread per actor (Ray gives each actor one CPU)."""
 
     def __init__(self, models, guard_kwargs: dict, max_pixels: int) -> None:
-        import torch
-
         from .pipeline import Safeguard
+        from .threads import set_threads
 
-        torch.set_num_threads(1)
+        set_threads(1)
         self.guard = Safeguard(models, **guard_kwargs)
         self.max_pixels = max_pixels
 

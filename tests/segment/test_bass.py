@@ -45,6 +45,19 @@ def test_partition_is_valid_and_deterministic(photo):
     assert np.array_equal(labels, bass(photo, seed=7))  # hard-assignment inference ignores the seed
 
 
+def test_parallel_sweeps_match_one_thread(photo):
+    import numba
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = bass(photo)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        assert np.array_equal(one, bass(photo))
+    finally:
+        numba.set_num_threads(before)
+
+
 def test_number_of_regions_adapts_to_content(photo):
     k_flat = bass(flat(96, 96)).max() + 1
     k_photo = bass(photo).max() + 1

@@ -164,9 +164,9 @@ class Worker:
 
 def worker_main(config: ServiceConfig, worker_id: str) -> None:
     """Entry point of a worker process (SIGTERM stops it after the job in hand)."""
-    import torch
+    from safeview.threads import set_threads
 
-    torch.set_num_threads(1)
+    set_threads(1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops its workers itself
