@@ -190,7 +190,7 @@ def main() -> None:
         f"Command: `{' '.join(['python', 'bench/segment.py', *sys.argv[1:]])}`",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"numba {numba.__version__} (BASS kernels single-threaded), load average at start "
+        f"numba {numba.__version__} (BASS E-sweeps on {numba.get_num_threads()} threads), load average at start "
         f"{os.getloadavg()[0]:.1f}. Image: scikit-image astronaut resized to each size; attribution: a smooth "
         f"synthetic blob. Times: median of {args.repeats} runs (min–max), after compilation.",
         "",
