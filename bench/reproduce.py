@@ -313,7 +313,8 @@ def main() -> None:
     parser.add_argument("--categories", default=",".join(CATEGORIES))
     parser.add_argument("--tables", default=",".join(TABLES), help="comma-separated: 3, 4, methods")
     parser.add_argument("--model", default="demo-{category}", help="classifier name or checkpoint path; {category} is filled in")
-    parser.add_argument("--sam", default=None, help="local SAM checkpoint directory; without it Table 4 has no SAM row")
+    parser.add_argument("--sam", default=None, help="local SAM checkpoint directory (transformers SamModel + SamProcessor); "
+                        "Table 4 gets a SAM row, segment(image, 'sam', checkpoint=SAM); without it Table 4 has no SAM row")
     parser.add_argument("--style", default="blur", help="obfuscation style, the same for every method")
     parser.add_argument("--lime-samples", type=int, default=1000)
     parser.add_argument("--sedc-queries", type=int, default=2000, help="SEDC's query budget per image")
@@ -328,6 +329,17 @@ def main() -> None:
         parser.error(f"unknown table(s) {unknown}; choose from {', '.join(TABLES)}")
     if "4" in tables and not args.sam:
         print("Table 4: no --sam checkpoint given, so no SAM row.", flush=True)
+    if args.sam:
+        if "4" not in tables:
+            print("--sam is used by Table 4 only, which is not selected.", flush=True)
+        else:  # a bad checkpoint is one line now, not a traceback after the other methods ran
+            from safeview.errors import SafeViewError
+            from safeview.segment.sam import load_sam
+
+            try:
+                load_sam(args.sam)
+            except SafeViewError as exc:
+                parser.error(str(exc))
     methods, table_rows = configurations(tables, args.sam, args.lime_samples, args.sedc_queries)
     obfuscator = Obfuscator(args.style)
 

@@ -76,13 +76,34 @@ def _rationale_options(backend: str, vlm: Optional[Path], guidance: float, url: 
     return {}
 
 
+def _segmentation_params(segmentation: str, sam: Optional[Path], *, load: bool) -> dict:
+    """The segmentation flags that belong to the chosen method: ``--sam PATH`` for SAM. With
+    ``load`` the SAM checkpoint is loaded now (and cached), so a bad path is one error up front."""
+    if segmentation != "sam":
+        if sam is not None:
+            fail(f"--sam is for --segmentation sam, not --segmentation {segmentation}")
+        return {}
+    if sam is None:
+        fail("--segmentation sam needs --sam PATH, a local SAM checkpoint directory (SamModel and SamProcessor "
+             "saved with save_pretrained, e.g. a copy of facebook/sam-vit-base); SafeView never downloads")
+    from .errors import SafeViewError
+    from .segment.sam import checkpoint_dir, load_sam
+
+    try:
+        load_sam(sam) if load else checkpoint_dir(sam)
+    except SafeViewError as exc:
+        fail(str(exc))
+    return {"checkpoint": str(sam.expanduser())}
+
+
 @app.command()
 def scan(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for results, obfuscated images and report.html."),
     models: str = typer.Option("default", help="Model set: 'default' (Open-NSFW), 'demo' (synthetic stand-ins), model names, checkpoint paths or a model-set .toml file, comma-separated."),
     attribution: str = typer.Option("fullgrad", help="Attribution method: fullgrad (fast, default), fullgrad-ref (pytorch-grad-cam), gradcam, gradcam++, xgradcam, ablationcam."),
-    segmentation: str = typer.Option("slic", help="Segmentation: slic, felzenszwalb, watershed, bass."),
+    segmentation: str = typer.Option("slic", help="Segmentation: slic, felzenszwalb, watershed, bass, sam (needs --sam)."),
+    sam: Optional[Path] = typer.Option(None, "--sam", help="Local SAM checkpoint directory (transformers SamModel + SamProcessor), for --segmentation sam."),
     style: str = typer.Option("blur", help="Obfuscation style: blur, pixelate, fill, mean."),
     threshold: float = typer.Option(0.5, help="Flip threshold: the search stops when the safe class exceeds it."),
     max_regions: int = typer.Option(10, help="Search budget: most regions the counterfactual may obfuscate."),
@@ -99,6 +120,7 @@ def scan(
     """Scan images: classify, find and obfuscate the minimal unsafe regions, explain, report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    _segmentation_params(segmentation, sam, load=False)  # flag mismatches and a missing --sam folder first
     files, errors = expand_inputs(paths)
     for item, message in errors:
         console.print(f"[red]error:[/] {item}: {message}", highlight=False, soft_wrap=True)
@@ -115,9 +137,10 @@ def scan(
     from .pipeline import Safeguard
     from .report import write_assets, write_report
 
+    segmentation_params = _segmentation_params(segmentation, sam, load=True)
     try:
         guard = Safeguard(
-            models, attribution=attribution, segmentation=segmentation, style=style,
+            models, attribution=attribution, segmentation=segmentation, segmentation_params=segmentation_params, style=style,
             threshold=threshold, max_regions=max_regions, fallback=fallback,
             rationale=rationale, rationale_options=_rationale_options(rationale, vlm, guidance, vlm_url, vlm_model),
         )
@@ -559,7 +582,8 @@ def batch(
     workers: Optional[int] = typer.Option(None, help="Worker processes or Ray actors (default: all CPU cores)."),
     models: str = typer.Option("default", help="Model set, as for 'safeview scan'."),
     only_unsafe: bool = typer.Option(False, "--only-unsafe", help="Keep the full result JSON for unsafe and failed images only."),
-    segmentation: str = typer.Option("slic", help="Segmentation: slic, felzenszwalb, watershed, bass."),
+    segmentation: str = typer.Option("slic", help="Segmentation: slic, felzenszwalb, watershed, bass, sam (needs --sam)."),
+    sam: Optional[Path] = typer.Option(None, "--sam", help="Local SAM checkpoint directory (transformers SamModel + SamProcessor), for --segmentation sam."),
     style: str = typer.Option("blur", help="Obfuscation style: blur, pixelate, fill, mean."),
     max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard)."),
 ) -> None:
@@ -569,12 +593,13 @@ def batch(
 
     if engine not in ENGINES:
         fail(f"--engine must be one of {', '.join(ENGINES)}")
+    segmentation_params = _segmentation_params(segmentation, sam, load=False)  # each worker loads SAM once
     try:
         with RichProgress(console, disable=not console.is_terminal) as progress:
             summary = run_batch(
                 inputs, out, engine=engine, ray_address=ray_address, batch_size=batch_size, workers=workers,
                 models=models, only_unsafe=only_unsafe, max_pixels=max_pixels, progress=progress,
-                segmentation=segmentation, style=style,
+                segmentation=segmentation, segmentation_params=segmentation_params, style=style,
             )
     except (SafeViewError, ValueError) as exc:
         fail(str(exc))
@@ -583,6 +608,35 @@ def batch(
     typer.echo(json.dumps(summary, indent=2))
     if summary["failed"]:
         raise typer.Exit(1)
+
+
+bench_app = typer.Typer(help="Benchmarks of a SafeView source checkout (bench/).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def source_root() -> Path:
+    """The source checkout this package runs from (src/safeview/ -> the repository root); an
+    installed wheel's is site-packages' parent, which holds no bench/."""
+    return Path(__file__).resolve().parents[2]
+
+
+@bench_app.command(
+    "reproduce",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,  # --help goes to reproduce.py, which prints its own options
+)
+def bench_reproduce(ctx: typer.Context) -> None:
+    """Regenerate the paper's CSE tables: runs bench/reproduce.py with the arguments unchanged (--help shows its options)."""
+    import subprocess
+
+    script = source_root() / "bench" / "reproduce.py"
+    if not script.is_file():
+        fail(f"{script}: not found; `safeview bench` needs a source checkout of SafeView (git clone, then pip install -e .)")
+    try:
+        code = subprocess.call([sys.executable, str(script), *ctx.args])
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(128 - code if code < 0 else code)  # killed by a signal: the shell's 128 + N
 
 
 if __name__ == "__main__":
