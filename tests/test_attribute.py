@@ -62,7 +62,7 @@ def resnet18() -> Classifier:
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_gives_an_image_sized_map_in_unit_range(method):
     clf = _classifier("small", Preprocess(resize=(72, 72), crop=(64, 64)))
-    params = {"batch_size": 64} if method == "ablationcam" else {}
+    params = {"batch_size": 64} if method.startswith("ablationcam") else {}
     maps = [attribution_map(clf, _image(50, 70), target, method, **params) for target in (0, 1)]
     for amap in maps:
         assert amap.shape == (50, 70) and amap.dtype == np.float32
@@ -155,6 +155,49 @@ def test_batched_maps_equal_one_by_one(small, method, params):
         np.testing.assert_allclose(c, s, atol=1e-4)
 
 
+class _BatchBound(nn.Module):
+    """A small ResNet whose head reshapes by the *input's* batch size and concatenates the target
+    layer's output with an earlier feature map, so a batch grown at the target layer fails in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = _randomise_batchnorm(nets.build("small", 2))
+        self.fc = nn.Linear(2 * 192 + 24, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        early = self.inner.stem(x)
+        features = self.inner.layers(early)
+        pooled = torch.cat([self.inner.avg(features), self.inner.max(features), self.inner.avg(early)], 1)
+        return self.fc(pooled.reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize(
+    "arch, target_layer, params",
+    [
+        ("small", None, {}),  # the last stage: a ReLU output, ablated channels are zeroed
+        ("small", "layers.2.bn2", {}),  # a BatchNorm output: no zero, the library's −1e7 steps
+        ("small", "layers.2.bn2", {"batch_size": 7, "copies_per_forward": 20}),
+        ("resnet18", None, {"copies_per_forward": 100}),
+        ("batch-bound", "inner.layers", {}),  # the grown batch fails: the input is repeated instead
+    ],
+)
+def test_batched_ablationcam_equals_pytorch_grad_cam(arch, target_layer, params, request):
+    clf = (
+        Classifier.from_module(_BatchBound(), ["safe", "unsafe"], ["unsafe"], preprocess=Preprocess(resize=(64, 64)))
+        if arch == "batch-bound"
+        else request.getfixturevalue(arch)
+    )
+    library_params = {"batch_size": params.get("batch_size", 32)}
+    images, targets = [_image(seed=20), _image(48, 80, seed=21)], [1, 0]
+    ours = attribution_maps(clf, images, targets, "ablationcam", target_layer=target_layer, **params)
+    library = attribution_maps(clf, images, targets, "ablationcam-ref", target_layer=target_layer, **library_params)
+    for a, b in zip(ours, library):
+        assert b.max() == 1.0
+        assert _pearson(a, b) >= 0.999
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert _hook_count(clf.module) == 0
+
+
 class _Gate(nn.Module):
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
@@ -220,13 +263,13 @@ class _Failing(nn.Module):
         raise RuntimeError("model failed after its layers ran")
 
 
-@pytest.mark.parametrize("method", ["fullgrad", "fullgrad-ref", "gradcam", "ablationcam"])
+@pytest.mark.parametrize("method", ["fullgrad", "fullgrad-ref", "gradcam", "ablationcam", "ablationcam-ref"])
 def test_hooks_and_layers_are_restored_when_the_model_fails(method):
     inner = _randomise_batchnorm(nets.build("small", 2))
     module = _Failing(inner)
     clf = Classifier.from_module(module, ["safe", "unsafe"], ["unsafe"], preprocess=Preprocess(resize=(32, 32)))
     children = [id(m) for m in module.modules()]
-    params = {"target_layer": "inner.layers"} if method in ("gradcam", "ablationcam") else {}
+    params = {"target_layer": "inner.layers"} if method in ("gradcam", "ablationcam", "ablationcam-ref") else {}
     with pytest.raises(RuntimeError, match="model failed"):
         attribution_map(clf, _image(32, 32), 1, method, **params)
     assert _hook_count(module) == 0
@@ -266,7 +309,8 @@ def test_bad_requests_raise_safeview_errors(small):
         attribution_map(small, image.astype(np.float32), 1)
     with pytest.raises(ModelError, match="no such module"):
         attribution_map(small, image, 1, "gradcam", target_layer="layer9")
-    assert method_params("ablationcam") == {"target_layer": None, "batch_size": 32}
+    assert method_params("ablationcam") == {"target_layer": None, "batch_size": 32, "copies_per_forward": None}
+    assert method_params("ablationcam-ref") == {"target_layer": None, "batch_size": 32}
     assert method_params("fullgrad") == {"per_channel": False}
 
 
