@@ -43,7 +43,7 @@ def test_sam_flags_are_checked_before_anything_runs(tmp_path, standin):
     result = runner.invoke(app, ["scan", str(standin), "--out", str(tmp_path / "o"), "--segmentation", "sam"])
     assert result.exit_code == 2 and "--segmentation sam needs --sam PATH" in result.output
     result = runner.invoke(app, ["scan", str(standin), "--out", str(tmp_path / "o"), "--sam", str(tmp_path)])
-    assert result.exit_code == 2 and "--sam is for --segmentation sam, not --segmentation slic" in result.output
+    assert result.exit_code == 2 and "--sam is for --segmentation sam, not --segmentation bass" in result.output
     result = runner.invoke(app, ["scan", str(standin), "--out", str(tmp_path / "o"), "--segmentation", "sam", "--sam", str(tmp_path / "none")])
     assert result.exit_code == 2 and "none: is not a directory; give a local SAM checkpoint directory" in result.output
     result = runner.invoke(app, ["batch", str(standin), "--out", str(tmp_path / "b"), "--segmentation", "sam"])
