@@ -2,7 +2,7 @@
 average % obfuscated) plus what the paper could not measure without ground truth — IoU,
 precision and recall of the obfuscated mask against the exact stand-in mask — and time per stage.
 
-    .venv/bin/python bench/cse.py --n 300 --seed 1 --segmentation slic,bass --out bench/out/cse.json
+    .venv/bin/python bench/cse.py --n 300 --seed 1 --segmentation bass,bass:attribution_weight=0,slic --out bench/out/cse.json
 
 Images come from ``safeview.synth`` with a seed the demo models never saw in training (they were
 trained on seed 0), all unsafe, split evenly across the three categories; each category's demo
@@ -28,9 +28,18 @@ from safeview.synth import CATEGORIES, make_sample
 STAGES = ("classify", "attribute", "segment", "search", "recheck", "total")
 
 
+def parse_method(spec: str) -> tuple[str, dict]:
+    """``"bass:attribution_weight=0+i_std=0.03"`` -> ``("bass", {"attribution_weight": 0, "i_std": 0.03})``."""
+    name, _, rest = spec.partition(":")
+    return name, {k: json.loads(v) for k, v in (item.split("=") for item in rest.split("+") if item)}
+
+
 def evaluate(category: str, seeds: list[int], *, attribution: str, segmentation: str, style: str, size: int) -> dict:
     clf = load_classifier(f"demo-{category}")
-    guard = Safeguard([clf], attribution=attribution, segmentation=segmentation, style=style, fallback="none")
+    method, params = parse_method(segmentation)
+    guard = Safeguard(
+        [clf], attribution=attribution, segmentation=method, segmentation_params=params, style=style, fallback="none"
+    )
     rows = []
     for seed in seeds:
         sample = make_sample(category, True, seed=seed, size=size)
@@ -111,7 +120,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="held-out benchmark seed (the demo models trained on 0)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--attribution", default="fullgrad", help="comma-separated methods")
-    parser.add_argument("--segmentation", default="slic", help="comma-separated methods")
+    parser.add_argument(
+        "--segmentation",
+        default="bass,slic",
+        help="comma-separated methods, each optionally with parameters: bass:attribution_weight=0+i_std=0.03",
+    )
     parser.add_argument("--style", default="blur")
     parser.add_argument("--categories", default=",".join(CATEGORIES))
     parser.add_argument("--threads", type=int, default=2)
