@@ -82,3 +82,17 @@ def test_cse_segmentation_params_scale_bass_cells():
     assert cse_segmentation_params("bass", (64, 64), {})["n"] == 15
     assert cse_segmentation_params("bass", (256, 256), {"n": 20})["n"] == 20
     assert cse_segmentation_params("slic", (256, 256), {}) == {}
+
+
+def test_scan_many_matches_scan_and_isolates_bad_inputs(red_classifier, red_scene, photo):
+    from safeview.errors import ImageError
+
+    guard = Safeguard([red_classifier])
+    results = guard.scan_many([red_scene[0], b"not an image", photo])
+    assert isinstance(results[1], ImageError)
+    for got, image in ((results[0], red_scene[0]), (results[2], photo)):
+        alone = guard.scan(image)
+        assert got.verdict == alone.verdict and got.mask == alone.mask
+        assert got.categories[0].unsafe_probability == pytest.approx(alone.categories[0].unsafe_probability, abs=1e-6)
+    with pytest.raises(ImageError):
+        guard.scan_many([b"not an image"], return_exceptions=False)

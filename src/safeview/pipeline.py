@@ -132,29 +132,63 @@ class Safeguard:
     # -- the scan -----------------------------------------------------------------------------
     def scan(self, source: str | os.PathLike | bytes | np.ndarray | LoadedImage) -> ScanResult:
         """Scan one image (path, encoded bytes, decoded :class:`LoadedImage` or uint8 array)."""
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        loaded = _load(source)
-        image = loaded.array
-        timings["load"] = time.perf_counter() - t0
+        return self.scan_many([source], return_exceptions=False)[0]  # type: ignore[return-value]
 
+    def scan_many(
+        self, sources: Sequence[str | os.PathLike | bytes | np.ndarray | LoadedImage], *, return_exceptions: bool = True
+    ) -> list[ScanResult | Exception]:
+        """Scan several images, classifying them together (one batched forward per model, the step
+        every image pays); CSE then runs on each unsafe image alone. With ``return_exceptions`` a
+        failing image yields its exception in its place instead of stopping the others."""
+        loaded: list[LoadedImage | Exception] = []
+        load_seconds: list[float] = []
+        for source in sources:
+            t = time.perf_counter()
+            try:
+                loaded.append(_load(source))
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                loaded.append(exc)
+            load_seconds.append(time.perf_counter() - t)
+        ok = [i for i, item in enumerate(loaded) if isinstance(item, LoadedImage)]
         t = time.perf_counter()
-        categories = []
-        for clf in self.classifiers:
-            probs = clf.predict_proba(image[None])[0]
-            p_unsafe = float(clf.unsafe_probability(probs[None])[0])
-            categories.append(
-                CategoryResult(
-                    category=clf.category,
-                    model=clf.name,
-                    probabilities={label: float(p) for label, p in zip(clf.labels, probs)},
-                    unsafe_probability=p_unsafe,
-                    unsafe=self._is_unsafe(p_unsafe),
-                    taxonomy=TAXONOMY.get(clf.category),
-                )
-            )
-        timings["classify"] = time.perf_counter() - t
+        categories = self._classify([loaded[i].array for i in ok])  # type: ignore[union-attr]
+        classify_share = (time.perf_counter() - t) / max(1, len(ok))
+        results: list[ScanResult | Exception] = list(loaded)  # type: ignore[arg-type]
+        for i, cats in zip(ok, categories):
+            try:
+                timings = {"load": load_seconds[i], "classify": classify_share}
+                results[i] = self._explain(loaded[i], cats, timings)  # type: ignore[arg-type]
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                results[i] = exc
+        return results
 
+    def _classify(self, images: list[np.ndarray]) -> list[list[CategoryResult]]:
+        """Every model's verdict on every image, one batched forward per model."""
+        per_image: list[list[CategoryResult]] = [[] for _ in images]
+        for clf in self.classifiers:
+            probs = clf.predict_proba(images) if images else np.zeros((0, len(clf.labels)))
+            p_unsafe = clf.unsafe_probability(probs) if images else []
+            for cats, row, p in zip(per_image, probs, p_unsafe):
+                cats.append(
+                    CategoryResult(
+                        category=clf.category,
+                        model=clf.name,
+                        probabilities={label: float(v) for label, v in zip(clf.labels, row)},
+                        unsafe_probability=float(p),
+                        unsafe=self._is_unsafe(float(p)),
+                        taxonomy=TAXONOMY.get(clf.category),
+                    )
+                )
+        return per_image
+
+    def _explain(self, loaded: LoadedImage, categories: list[CategoryResult], timings: dict[str, float]) -> ScanResult:
+        """CSE for every unsafe category of one classified image, the rationale, and the result."""
+        t0 = time.perf_counter()
+        image = loaded.array
         artifacts = ScanArtifacts(image=image)
         counterfactuals: list[CounterfactualResult] = []
         evidence: dict[str, dict] = {}
@@ -257,7 +291,7 @@ class Safeguard:
             image, control, evidence, backend=self.rationale_backend, threshold=self.threshold, **self.rationale_options
         )
         timings["rationale"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - t0
+        timings["total"] = timings["load"] + timings["classify"] + time.perf_counter() - t0
 
         result = ScanResult(
             input=InputInfo(
