@@ -14,7 +14,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 from safeview.batch import read_manifest, read_parts, read_results, run_batch  # noqa: E402
 from safeview.errors import SafeViewError  # noqa: E402
 
-N_IMAGES = 12
+N_IMAGES = 30
 GUARD = {"segmentation": "slic", "max_regions": 4, "segmentation_params": {"n_segments": 16}}
 
 
@@ -179,6 +179,14 @@ def test_ray_engine_gives_the_local_results(images, models, ray_local, tmp_path)
         p.name for p in (tmp_path / "local" / "obfuscated").iterdir()
     )
     assert ray_local.is_initialized()  # run_batch leaves a runtime it did not start running
+
+
+def test_ray_actor_that_cannot_load_its_models_stops_the_run_with_one_line(images, ray_local, tmp_path):
+    bad = tmp_path / "bad.safeview"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SafeViewError, match="bad.safeview: not a readable SafeView checkpoint"):
+        run_batch(images[0], tmp_path / "out", engine="ray", models=str(bad), workers=1, batch_size=8)
+    assert not (tmp_path / "out" / "results.parquet").exists()
 
 
 def test_cli_batch_resumes_and_reports(images, models, tmp_path):

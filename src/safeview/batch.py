@@ -35,6 +35,8 @@ MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
 SCAN_FIELDS = ("sha256", "path", "result_json", "error", "error_type", "png")
 #: errors that are a property of the bytes (same file -> same error), so a rerun need not retry them
 DETERMINISTIC_ERRORS = ("ImageError",)
+#: ``error_type`` of the entries of a worker whose models failed to load: the run stops with that error
+SETUP_ERROR = "SetupError"
 
 
 def _schema():
@@ -156,36 +158,58 @@ def _hash_file(path: str) -> tuple[str | None, int | None, str | None]:
 # -- scanning (runs in local worker processes and in Ray actors alike) ---------------------------
 
 
-def scan_file(guard, path: str, sha256: str, *, max_pixels: int) -> dict[str, Any]:
-    """Scan one file with a configured ``Safeguard``: a dict of :data:`SCAN_FIELDS`. A bad file
-    (or any failure) becomes an error entry with a message; it never raises."""
+def _error_fields(path: str, exc: Exception) -> dict[str, str]:
+    """A failure as the ``error``/``error_type`` of its entry: SafeView's own one-line message, or
+    the exception named for anything else (one input must never stop the batch)."""
+    if isinstance(exc, SafeViewError):
+        return {"error": str(exc), "error_type": type(exc).__name__}
+    return {"error": f"{path}: scan failed ({type(exc).__name__}: {exc})", "error_type": type(exc).__name__}
+
+
+def _load_checked(path: str, sha256: str, max_pixels: int):
+    """Decode ``path`` and check it still has the bytes the batch listed."""
     from .images import load_image_info
 
-    entry: dict[str, Any] = dict.fromkeys(SCAN_FIELDS)
-    entry.update(sha256=sha256, path=path)
-    try:
-        loaded = load_image_info(path, max_pixels=max_pixels)
-        if loaded.sha256 != sha256:
-            raise ImageError(f"{path}: changed while the batch ran (its sha256 differs); run the batch again")
-        result = guard.scan(loaded)
-        if result.artifacts.obfuscated is not None:
-            from PIL import Image
+    loaded = load_image_info(path, max_pixels=max_pixels)
+    if loaded.sha256 != sha256:
+        raise ImageError(f"{path}: changed while the batch ran (its sha256 differs); run the batch again")
+    return loaded
 
-            buffer = io.BytesIO()
-            Image.fromarray(result.artifacts.obfuscated).save(buffer, format="PNG")  # lossless
-            entry["png"] = buffer.getvalue()
-            result.outputs = {"obfuscated": f"{OBFUSCATED_DIR}/{sha256}.png"}
-        entry["result_json"] = result.model_dump_json()
-    except SafeViewError as exc:
-        entry.update(error=str(exc), error_type=type(exc).__name__)
-    except Exception as exc:  # noqa: BLE001 - one input must never stop the batch
-        entry.update(error=f"{path}: scan failed ({type(exc).__name__}: {exc})", error_type=type(exc).__name__)
-    return entry
+
+def _record(entry: dict[str, Any], result) -> None:
+    """Fill ``entry`` from a ``ScanResult``: its JSON and, when unsafe, the lossless obfuscated PNG."""
+    if result.artifacts.obfuscated is not None:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(result.artifacts.obfuscated).save(buffer, format="PNG")  # lossless
+        entry["png"] = buffer.getvalue()
+        result.outputs = {"obfuscated": f"{OBFUSCATED_DIR}/{entry['sha256']}.png"}
+    entry["result_json"] = result.model_dump_json()
 
 
 def scan_chunk(guard, items: Sequence[tuple[str, str]], *, max_pixels: int) -> list[dict[str, Any]]:
-    """Scan ``[(sha256, path), ...]`` in order."""
-    return [scan_file(guard, path, sha, max_pixels=max_pixels) for sha, path in items]
+    """Scan ``[(sha256, path), ...]`` with a configured ``Safeguard``: decode each file, classify
+    them together (one batched forward per model, ``Safeguard.scan_many``), CSE on the unsafe ones.
+    Returns one dict of :data:`SCAN_FIELDS` per item, in order; a bad file becomes an error entry."""
+    entries: list[dict[str, Any]] = []
+    loaded: list[Any] = []
+    for sha256, path in items:
+        entries.append({**dict.fromkeys(SCAN_FIELDS), "sha256": sha256, "path": path})
+        try:
+            loaded.append(_load_checked(path, sha256, max_pixels))
+        except Exception as exc:  # noqa: BLE001 - recorded in the entry
+            entries[-1].update(_error_fields(path, exc))
+            loaded.append(None)
+    ok = [i for i, item in enumerate(loaded) if item is not None]
+    for i, result in zip(ok, guard.scan_many([loaded[i] for i in ok])):
+        try:
+            if isinstance(result, Exception):
+                raise result
+            _record(entries[i], result)
+        except Exception as exc:  # noqa: BLE001 - recorded in the entry
+            entries[i].update(_error_fields(entries[i]["path"], exc))
+    return entries
 
 
 _WORKER: dict[str, Any] = {}
@@ -244,14 +268,22 @@ class RayScanner:
         from .threads import set_threads
 
         set_threads(1)
-        self.guard = Safeguard(models, **guard_kwargs)
         self.max_pixels = max_pixels
+        self.setup_error: SafeViewError | None = None
+        try:
+            self.guard = Safeguard(models, **guard_kwargs)
+        except SafeViewError as exc:  # reported by the driver as one line, not as Ray's actor-death traceback
+            self.setup_error = exc
 
     def __call__(self, batch: dict[str, np.ndarray]):
         import pyarrow as pa
 
         items = list(zip(map(str, batch["sha256"]), map(str, batch["path"])))
-        entries = scan_chunk(self.guard, items, max_pixels=self.max_pixels)
+        if self.setup_error is not None:
+            failure = {"error": str(self.setup_error), "error_type": SETUP_ERROR}
+            entries = [{**dict.fromkeys(SCAN_FIELDS), "sha256": sha, "path": path, **failure} for sha, path in items]
+        else:
+            entries = scan_chunk(self.guard, items, max_pixels=self.max_pixels)
         return pa.Table.from_pylist(entries, schema=_scan_schema())  # explicit types: None stays null
 
 
@@ -479,6 +511,9 @@ def run_batch(
     if progress:
         progress(0, len(todo))
     for entries in stream:
+        setup = next((e for e in entries if e["error_type"] == SETUP_ERROR), None)
+        if setup is not None:
+            raise SafeViewError(setup["error"])
         rows = []
         for entry in entries:
             if entry["png"] is not None:
