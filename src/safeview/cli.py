@@ -109,6 +109,7 @@ def scan(
     max_regions: int = typer.Option(10, help="Search budget: most regions the counterfactual may obfuscate."),
     fallback: str = typer.Option("full", help="When no counterfactual is found: obfuscate 'full' image, the 'prefix' tried, or 'none'."),
     max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard)."),
+    batch_size: int = typer.Option(8, min=1, help="Images classified together in one forward per model."),
     rationale: str = typer.Option("evidence", help="Rationale backend: evidence (no weights), instructblip (--vlm), openai (--vlm-url, --vlm-model)."),
     vlm: Optional[Path] = typer.Option(None, help="Local ConditionalVLM (CIIT) checkpoint directory, for --rationale instructblip."),
     guidance: float = typer.Option(1.0, help="CIIT guidance weight w (0 is the paper's ablation)."),
@@ -156,37 +157,54 @@ def scan(
         console=console, disable=json_out or not console.is_terminal,
     ) as progress:
         task = progress.add_task("scanning", total=len(files))
-        for path in files:
-            progress.update(task, description=f"scanning {path.name[:40]}")
-            try:
-                loaded = load_image_info(path, max_pixels=max_pixels)
-                result = guard.scan(loaded)
-                key = f"{path.stem}-{loaded.sha256[:8]}"
-                targets = {"json": out / f"{key}.json"}
-                if result.artifacts.obfuscated is not None:
-                    targets["obfuscated"] = out / f"{key}.safe.png"
-                clash = [str(t) for t in targets.values() if t.resolve() in inputs]
-                if clash:
-                    raise SafeViewError(f"output {clash[0]} would overwrite an input; choose another --out")
-                if "obfuscated" in targets:
-                    from PIL import Image
 
-                    Image.fromarray(result.artifacts.obfuscated).save(targets["obfuscated"])  # PNG: lossless
-                result.outputs = {k: str(v) for k, v in targets.items()}
-                assets = write_assets(result, out / "assets", key)
-                text = result.model_dump_json()
-                targets["json"].write_text(json.dumps(json.loads(text), indent=2) + "\n", encoding="utf-8")
-                jsonl.write(text + "\n")
-                entries.append({"result": json.loads(text), "assets": assets})
-                if json_out:
-                    sys.stdout.write(text + "\n")
-                elif not console.is_terminal:
-                    console.print(f"{result.verdict:6s} {path}", highlight=False, soft_wrap=True)
-            except SafeViewError as exc:
-                failed += 1
-                entries.append({"path": str(path), "error": str(exc)})
-                console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            progress.advance(task)
+        def record(path: Path, result) -> None:
+            key = f"{path.stem}-{result.input.sha256[:8]}"
+            targets = {"json": out / f"{key}.json"}
+            if result.artifacts.obfuscated is not None:
+                targets["obfuscated"] = out / f"{key}.safe.png"
+            clash = [str(t) for t in targets.values() if t.resolve() in inputs]
+            if clash:
+                raise SafeViewError(f"output {clash[0]} would overwrite an input; choose another --out")
+            if "obfuscated" in targets:
+                from PIL import Image
+
+                Image.fromarray(result.artifacts.obfuscated).save(targets["obfuscated"])  # PNG: lossless
+            result.outputs = {k: str(v) for k, v in targets.items()}
+            assets = write_assets(result, out / "assets", key)
+            text = result.model_dump_json()
+            targets["json"].write_text(json.dumps(json.loads(text), indent=2) + "\n", encoding="utf-8")
+            jsonl.write(text + "\n")
+            entries.append({"result": json.loads(text), "assets": assets})
+            if json_out:
+                sys.stdout.write(text + "\n")
+            elif not console.is_terminal:
+                console.print(f"{result.verdict:6s} {path}", highlight=False, soft_wrap=True)
+
+        def report_error(path: Path, exc: Exception) -> None:
+            nonlocal failed
+            failed += 1
+            entries.append({"path": str(path), "error": str(exc)})
+            console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+
+        for start in range(0, len(files), batch_size):
+            group = files[start : start + batch_size]
+            progress.update(task, description=f"scanning {group[0].name[:40]}")
+            loaded = {}
+            for path in group:
+                try:
+                    loaded[path] = load_image_info(path, max_pixels=max_pixels)
+                except SafeViewError as exc:
+                    report_error(path, exc)
+            # one batched forward per model for the group; CSE then runs on each unsafe image
+            for path, result in zip(loaded, guard.scan_many(list(loaded.values()))):
+                try:
+                    if isinstance(result, Exception):
+                        raise result
+                    record(path, result)
+                except SafeViewError as exc:
+                    report_error(path, exc)
+            progress.advance(task, len(group))
     for item, message in errors:
         entries.append({"path": item, "error": message})
     report = write_report(entries, out / "report.html")
