@@ -5,7 +5,7 @@ unsafe ones, Ray's overhead ratio against local, and a labelled extrapolation to
 Scan-only runs the real default classifier (Open-NSFW, 224², ResNet-50-like), which flags none of
 the synthetic stand-ins, so no CSE runs: the cost is decoding, classification and the rationale.
 The CSE runs use a small stand-in CNN (``small``, width 8, 48² input) whose bias is set so that
-half of the images are unsafe, so CSE (FullGrad, SLIC, greedy search) runs on half of them.
+half of the images are unsafe, so CSE (the defaults: FullGrad, BASS, greedy search) runs on half of them.
 Each configuration runs in a fresh process; peak memory is the largest summed RSS of that process
 and all its descendants (worker processes, Ray's raylet, GCS and actors), sampled every 0.2 s.
 

@@ -1,0 +1,119 @@
+"""`safeview scan` throughput on a folder: images/s and peak RSS with images classified one at a
+time (``--batch-size 1``, what the pipeline did before ``Safeguard.scan_many``) and in groups, in
+the same run, on the same N synthetic-benchmark PNGs (drawn stand-ins on every fifth image).
+
+Each configuration is the real CLI in a fresh process (``safeview scan DIR --out OUT``), so the
+figures include model loading, decoding, CSE on the unsafe images, the per-image JSON and assets
+and the HTML report. Peak RSS is that of the process tree, sampled every 0.2 s.
+
+    python bench/scan.py --n 500 --models default,demo --batch-sizes 1,8 --out bench/results/scan.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from batch import _tree_rss  # noqa: E402
+from segment import emit  # noqa: E402
+
+
+def make_images(folder: Path, n: int, size: int) -> None:
+    """N PNGs from the synthetic benchmark, a stand-in drawn on every fifth, cached in ``folder``."""
+    from PIL import Image
+
+    from safeview.synth import CATEGORIES, make_sample
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        path = folder / f"{i:06d}.png"
+        if not path.exists():
+            Image.fromarray(make_sample(CATEGORIES[i % 3], unsafe=i % 5 == 0, seed=10_000 + i, size=size).image).save(path)
+
+
+def run_scan(images: Path, models: str, batch_size: int, threads: int) -> dict:
+    """One ``safeview scan`` in a fresh process: wall seconds, peak RSS, verdict counts."""
+    out = Path(tempfile.mkdtemp(prefix=f"scan-{models}-{batch_size}-"))
+    cmd = [str(Path(sys.executable).with_name("safeview")), "scan", str(images), "--out", str(out),
+           "--models", models, "--batch-size", str(batch_size), "--force"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
+    sampler.join()
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"safeview scan --models {models} --batch-size {batch_size} failed: {stderr.strip()[-500:]}")
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return {
+        "models": models,
+        "batch_size": batch_size,
+        "images": len(results),
+        "unsafe": sum(r["verdict"] == "unsafe" for r in results),
+        "wall_s": wall,
+        "images_per_s": len(results) / wall,
+        "peak_rss_mb": peak[0] / 2**20,
+        "cse_s": sum(r["timings"].get("attribute", 0) + r["timings"].get("segment", 0) + r["timings"].get("search", 0) for r in results),
+        "classify_s": sum(r["timings"]["classify"] for r in results),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--models", default="default,demo", help="comma-separated model sets, each a row")
+    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--threads", type=int, default=2, help="torch and numba threads of the scan process")
+    parser.add_argument("--images", type=Path, default=Path(tempfile.gettempdir()) / "safeview-scan-bench")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    make_images(args.images, args.n, args.size)
+    rows = []
+    for models in args.models.split(","):
+        for batch_size in map(int, args.batch_sizes.split(",")):
+            rows.append(run_scan(args.images, models, batch_size, args.threads))
+            print(json.dumps(rows[-1]), flush=True)
+    lines = [
+        "# `safeview scan` throughput",
+        "",
+        f"Command: `python bench/scan.py {' '.join(sys.argv[1:])}` ({platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.threads} torch/numba threads, load average at end {os.getloadavg()[0]:.1f}). {args.n} synthetic-benchmark "
+        f"PNGs of {args.size}², a stand-in on every fifth. Whole CLI runs (model loading, report included).",
+        "",
+        "| models | --batch-size | images | unsafe | images/s | wall s | classify s (sum) | CSE s (sum) | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['models']} | {r['batch_size']} | {r['images']} | {r['unsafe']} | {r['images_per_s']:.2f} | {r['wall_s']:.1f} "
+            f"| {r['classify_s']:.1f} | {r['cse_s']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
+    base = {r["models"]: r for r in rows if r["batch_size"] == 1}
+    ratios = [f"{r['models']} at {r['batch_size']}: {r['images_per_s'] / base[r['models']]['images_per_s']:.2f}×"
+              for r in rows if r["batch_size"] != 1 and r["models"] in base]
+    if ratios:
+        lines += ["", "Speed-up over one image at a time: " + "; ".join(ratios) + "."]
+    emit("\n".join(lines) + "\n", args.out)
+
+
+if __name__ == "__main__":
+    main()
