@@ -90,12 +90,10 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def run_one(engine: str, mode: str, images: Path, workers: int, batch_size: int) -> dict:
-    """One configuration in a fresh process; returns the summary plus wall time and peak memory."""
-    out = Path(tempfile.mkdtemp(prefix=f"batch-{engine}-{mode}-"))
-    cmd = [sys.executable, __file__, "--one", engine, mode, str(images), str(out), str(workers), str(batch_size)]
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[int, str, str, float, float]:
+    """Run ``cmd``; returns (exit code, stdout, stderr, wall seconds, peak RSS of its process tree in MB)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = [0]
 
     def sample() -> None:
@@ -105,12 +103,20 @@ def run_one(engine: str, mode: str, images: Path, workers: int, batch_size: int)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    stdout, _ = proc.communicate()
+    stdout, stderr = proc.communicate()
     sampler.join()
-    if proc.returncode:
-        raise SystemExit(f"{engine}/{mode} failed with exit code {proc.returncode}")
+    return proc.returncode, stdout, stderr, time.perf_counter() - start, peak[0] / 2**20
+
+
+def run_one(engine: str, mode: str, images: Path, workers: int, batch_size: int) -> dict:
+    """One configuration in a fresh process; returns the summary plus wall time and peak memory."""
+    out = Path(tempfile.mkdtemp(prefix=f"batch-{engine}-{mode}-"))
+    cmd = [sys.executable, __file__, "--one", engine, mode, str(images), str(out), str(workers), str(batch_size)]
+    code, stdout, stderr, wall, peak_mb = run_measured(cmd)
+    if code:
+        raise SystemExit(f"{engine}/{mode} failed with exit code {code}: {stderr.strip()[-500:]}")
     summary = json.loads(stdout.strip().splitlines()[-1])
-    summary.update(wall_s=time.perf_counter() - start, peak_rss_mb=peak[0] / 2**20)
+    summary.update(wall_s=wall, peak_rss_mb=peak_mb)
     return summary
 
 

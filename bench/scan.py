@@ -15,15 +15,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batch import _tree_rss  # noqa: E402
+from batch import run_measured  # noqa: E402
 from segment import emit  # noqa: E402
 
 
@@ -46,21 +43,8 @@ def run_scan(images: Path, models: str, batch_size: int, threads: int) -> dict:
     cmd = [str(Path(sys.executable).with_name("safeview")), "scan", str(images), "--out", str(out),
            "--models", models, "--batch-size", str(batch_size), "--force"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    peak = [0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, stderr = proc.communicate()
-    sampler.join()
-    wall = time.perf_counter() - start
-    if proc.returncode:
+    code, _, stderr, wall, peak_mb = run_measured(cmd, env)
+    if code:
         raise SystemExit(f"safeview scan --models {models} --batch-size {batch_size} failed: {stderr.strip()[-500:]}")
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     return {
@@ -70,7 +54,7 @@ def run_scan(images: Path, models: str, batch_size: int, threads: int) -> dict:
         "unsafe": sum(r["verdict"] == "unsafe" for r in results),
         "wall_s": wall,
         "images_per_s": len(results) / wall,
-        "peak_rss_mb": peak[0] / 2**20,
+        "peak_rss_mb": peak_mb,
         "cse_s": sum(r["timings"].get("attribute", 0) + r["timings"].get("segment", 0) + r["timings"].get("search", 0) for r in results),
         "classify_s": sum(r["timings"]["classify"] for r in results),
     }
