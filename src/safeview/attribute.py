@@ -279,8 +279,8 @@ def _ablationcam(
     batch_size: int = 32,
     copies_per_forward: int | None = None,
 ) -> np.ndarray:
-    """Ablation-CAM, batched: pytorch-grad-cam's maps with the whole network run once per image
-    and only the rest of it after ``target_layer`` per batch of ablated copies.
+    """Ablation-CAM, batched: pytorch-grad-cam's maps, with the layers before ``target_layer`` run
+    on a single image per forward and only the layers after it on the ablated copies.
 
     A forward hook on the target layer replaces its output, computed for one image, by
     ``copies_per_forward`` copies (default: as many as fit in 256 MiB) of the output the first
