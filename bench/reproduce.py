@@ -61,6 +61,8 @@ TABLES = ("3", "4", "methods")
 SLOW_METHODS = ("sedc", "lime")
 #: CSE with the paper's configuration, the row the three tables share
 CSE_KEY = "cse fullgrad / bass"
+#: Table 4's ablation of the attribution guidance: BASS on the image alone
+UNGUIDED_KEY = "cse fullgrad / bass, no guidance"
 TITLES = {
     "3": "Table 3: attribution method varied, BASS fixed",
     "4": "Table 4: segmentation method varied, FullGrad fixed",
@@ -161,7 +163,8 @@ def configurations(tables: list[str], sam: str | None, lime_samples: int, sedc_q
         methods.update({f"cse {a} / bass": cse_method(a, "bass") for a in ATTRIBUTIONS[1:]})
     if "4" in tables:
         segs = list(SEGMENTATIONS) + (["sam"] if sam else [])
-        rows["4"] = [CSE_KEY if s == "bass" else f"cse fullgrad / {s}" for s in segs]
+        rows["4"] = [CSE_KEY, UNGUIDED_KEY, *(f"cse fullgrad / {s}" for s in segs[1:])]
+        methods[UNGUIDED_KEY] = cse_method("fullgrad", "bass", {"attribution_weight": 0})
         methods.update({f"cse fullgrad / {s}": cse_method("fullgrad", s) for s in SEGMENTATIONS[1:]})
         if sam:
             methods["cse fullgrad / sam"] = cse_method("fullgrad", "sam", {"checkpoint": sam})
