@@ -85,3 +85,12 @@ def test_confidence_reduction_def2(scene):
 def test_regions_mask(scene):
     _, segments, key = scene
     assert np.array_equal(regions_mask(segments, [5, 6]), key)
+
+
+def test_growing_chunks_cover_the_range_in_doubling_batches():
+    from safeview.counterfactual import growing_chunks
+
+    assert list(growing_chunks(10, 5)) == [(0, 1), (1, 3), (3, 7), (7, 10)]
+    assert list(growing_chunks(10, 2)) == [(0, 1), (1, 3), (3, 5), (5, 7), (7, 9), (9, 10)]
+    assert list(growing_chunks(0, 5)) == []
+    assert list(growing_chunks(3, 0)) == [(0, 1), (1, 2), (2, 3)]

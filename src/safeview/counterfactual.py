@@ -12,7 +12,7 @@ that is returned is the one whose obfuscated output was verified by the classifi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -105,6 +105,17 @@ class Counterfactual:
         return float(self.mask.mean()) if self.mask.size else 0.0
 
 
+def growing_chunks(n: int, cap: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` slices of ``range(n)`` of sizes 1, 2, 4, … up to ``cap``: a search that
+    usually stops early pays about twice its depth in queries, not ``cap`` per step, while a deep
+    one still gets batched forwards."""
+    start, size = 0, 1
+    while start < n:
+        end = min(n, start + size)
+        yield start, end
+        start, size = end, min(max(1, cap), 2 * size)
+
+
 def greedy_search(
     predict: Predict,
     image: np.ndarray,
@@ -121,7 +132,7 @@ def greedy_search(
 ) -> Counterfactual:
     """Informed greedy search (Sec. 3.3): mask the top-1, top-2, … regions of ``order`` with
     ``obfuscator`` until ``flip_rule`` holds (default: another class > ``threshold``), trying at
-    most ``max_regions`` regions; prefixes are classified ``batch_size`` at a time.
+    most ``max_regions`` regions; prefixes are classified in growing batches (1, 2, 4, … up to ``batch_size``).
 
     With ``prune``, chosen regions are then dropped one at a time (lowest-ranked first) while the
     output stays flipped. ``found`` is False when no prefix of ≤ ``max_regions`` regions flips.
@@ -152,8 +163,8 @@ def greedy_search(
         prefix_masks.append(current)
 
     hit: int | None = None
-    for start in range(0, len(prefix_masks), batch_size):
-        probs, outputs = classify(prefix_masks[start : start + batch_size])
+    for start, end in growing_chunks(len(prefix_masks), batch_size):
+        probs, outputs = classify(prefix_masks[start:end])
         flips = flipped(probs)
         stop = int(np.argmax(flips)) if flips.any() else len(probs)
         rows.extend(p.tolist() for p in probs[: stop + 1 if flips.any() else len(probs)])
@@ -174,12 +185,14 @@ def greedy_search(
             # candidates: drop one region, lowest-ranked (last masked) first
             drops = list(reversed(chosen))
             candidates = [[r for r in chosen if r != d] for d in drops]
-            probs, outputs = classify([regions_mask(segments, c) for c in candidates])
-            flips = flipped(probs)
-            if flips.any():
-                i = int(np.argmax(flips))
-                chosen, verified_output, verified_probs = candidates[i], outputs[i], probs[i]
-                changed = True
+            for start, end in growing_chunks(len(candidates), batch_size):
+                probs, outputs = classify([regions_mask(segments, c) for c in candidates[start:end]])
+                flips = flipped(probs)
+                if flips.any():
+                    i = int(np.argmax(flips))
+                    chosen, verified_output, verified_probs = candidates[start + i], outputs[i], probs[i]
+                    changed = True
+                    break
     return Counterfactual(
         found=True,
         regions=chosen,
