@@ -101,7 +101,7 @@ def scan(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for results, obfuscated images and report.html."),
     models: str = typer.Option("default", help="Model set: 'default' (Open-NSFW), 'demo' (synthetic stand-ins), model names, checkpoint paths or a model-set .toml file, comma-separated."),
-    attribution: str = typer.Option("fullgrad", help="Attribution method: fullgrad (fast, default), fullgrad-ref (pytorch-grad-cam), gradcam, gradcam++, xgradcam, ablationcam."),
+    attribution: str = typer.Option("fullgrad", help="Attribution method: fullgrad (fast, default), fullgrad-ref (pytorch-grad-cam), gradcam, gradcam++, xgradcam, ablationcam (batched), ablationcam-ref (pytorch-grad-cam)."),
     segmentation: str = typer.Option("bass", help="Segmentation: bass (attribution-guided), slic, felzenszwalb, watershed, sam (needs --sam)."),
     sam: Optional[Path] = typer.Option(None, "--sam", help="Local SAM checkpoint directory (transformers SamModel + SamProcessor), for --segmentation sam."),
     style: str = typer.Option("blur", help="Obfuscation style: blur, pixelate, fill, mean."),
