@@ -72,6 +72,9 @@ def test_deterministic_and_query_count(scene):
     runs = [greedy_search(red_predict(key), image, segments, [5, 0, 6], source_class=1) for _ in range(2)]
     assert runs[0].regions == runs[1].regions and runs[0].queries == runs[1].queries
     assert np.array_equal(runs[0].mask, runs[1].mask)
+    known = red_predict(key)(image[None])[0]
+    reused = greedy_search(red_predict(key), image, segments, [5, 0, 6], source_class=1, original_probabilities=known)
+    assert reused.regions == runs[0].regions and reused.queries == runs[0].queries - 1
 
 
 def test_confidence_reduction_def2(scene):

@@ -129,6 +129,7 @@ def greedy_search(
     batch_size: int = 5,
     prune: bool = True,
     flip_rule: FlipRule | None = None,
+    original_probabilities: np.ndarray | None = None,
 ) -> Counterfactual:
     """Informed greedy search (Sec. 3.3): mask the top-1, top-2, … regions of ``order`` with
     ``obfuscator`` until ``flip_rule`` holds (default: another class > ``threshold``), trying at
@@ -136,6 +137,7 @@ def greedy_search(
 
     With ``prune``, chosen regions are then dropped one at a time (lowest-ranked first) while the
     output stays flipped. ``found`` is False when no prefix of ≤ ``max_regions`` regions flips.
+    ``original_probabilities``: the caller's prediction on ``image`` (saves that query).
     """
     obfuscator = obfuscator or Obfuscator()
     flipped = flip_rule or default_flip_rule(source_class, threshold)
@@ -150,7 +152,10 @@ def greedy_search(
         queries += len(masks)
         return probs, batch
 
-    base_probs, _ = classify([np.zeros(segments.shape, bool)])
+    if original_probabilities is None:
+        base_probs, _ = classify([np.zeros(segments.shape, bool)])
+    else:
+        base_probs = np.asarray(original_probabilities, dtype=np.float64).reshape(1, -1)
     rows = [base_probs[0].tolist()]
     empty = np.zeros(segments.shape, bool)
     if flipped(base_probs)[0]:  # already not the source class: nothing to obfuscate

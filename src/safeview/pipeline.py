@@ -229,6 +229,7 @@ class Safeguard:
                 obfuscator=obfuscator,
                 prune=self.prune,
                 flip_rule=self._flip_rule(clf),
+                original_probabilities=probs_now,
             )
             mask = cf.mask
             if not cf.found:
