@@ -45,6 +45,13 @@ BASS_CELLS = 18
 BASS_CSE = {"i_std": 0.05, "iterations": 20}
 
 
+def search_batch_size(device: str) -> int:
+    """Images per forward in the greedy search: on a CPU a batch of n costs about n single images
+    (bench/results/speed.md), so prefixes go one at a time and none is classified past the flip;
+    an accelerator classifies a growing batch (1, 2, 4, 8) in about the time of one."""
+    return 1 if str(device).startswith("cpu") else 8
+
+
 def cse_segmentation_params(method: str, shape: tuple[int, int], params: dict) -> dict:
     """Segmentation parameters for CSE on an image of ``shape``: the user's, over defaults that
     suit a ≤ 10-region search. For BASS: a cell side derived from the image size (about
@@ -230,6 +237,7 @@ class Safeguard:
                 prune=self.prune,
                 flip_rule=self._flip_rule(clf),
                 original_probabilities=probs_now,
+                batch_size=search_batch_size(clf.device),
             )
             mask = cf.mask
             if not cf.found:
