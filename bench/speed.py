@@ -6,7 +6,7 @@ The reference stack is what CSE is built from off the shelf: pytorch-grad-cam's 
 sequential greedy search that classifies one image per step (mask the top-1, top-2, … regions by
 Def. 1 until the decision flips, at most 10), then obfuscation. SafeView runs the same stages as
 ``safeview scan`` does: its own batched FullGrad, BASS guided by the map (and SLIC, as a second
-row), Def. 1 ranking, the batched and pruned greedy search with the user's obfuscation, and the
+row), Def. 1 ranking, the pruned greedy search (one prefix per forward on a CPU, growing batches on a GPU) with the user's obfuscation, and the
 full-image fallback when nothing flips; ``safeview scan`` as a whole (``Safeguard.scan``: classify,
 CSE, re-check, rationale) is timed too. LIME (1,000 samples) and SEDC run on the first
 ``--lime-images`` / ``--sedc-images`` images, Ablation-CAM through the library on the first
@@ -297,8 +297,8 @@ def mean_of(rows: list[dict], key: str, spec: str = ".1f") -> str:
 
 LABELS = {
     "reference": "reference: pytorch-grad-cam FullGrad + skimage SLIC + sequential search",
-    "safeview-bass": "**SafeView CSE**: FullGrad + BASS + batched search",
-    "safeview-slic": "SafeView CSE: FullGrad + SLIC + batched search",
+    "safeview-bass": "**SafeView CSE**: FullGrad + BASS + pruned search (pipeline batching)",
+    "safeview-slic": "SafeView CSE: FullGrad + SLIC + pruned search (pipeline batching)",
     "scan": "`safeview scan` whole (classify, CSE with BASS, re-check, rationale)",
     "lime": "LIME (1,000 samples, quickshift) + search",
     "sedc": "SEDC (quickshift, ≤ 2,000 queries)",
