@@ -37,7 +37,9 @@ Schedule and speed. Splits run at iterations 1, 5, 9, … (seed axis alternating
 iterations later (left/top partner alternating); the reference's sign convention ``−L/100`` is
 irrelevant to a Gaussian and dropped. E-sweeps visit the four (y mod 2, x mod 2) pixel subsets in
 turn and re-evaluate only pixels whose 3×3 window changed since their last visit, which gives the
-same result as re-evaluating all of them while parameters are fixed.
+same result as re-evaluating all of them while parameters are fixed. Within one subset no pixel
+reads a label another writes, so its rows run in parallel on numba's threads (capped per process
+with :func:`safeview.threads.set_threads`), with the labels of a single-threaded run.
 """
 
 from __future__ import annotations
