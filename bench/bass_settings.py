@@ -26,7 +26,7 @@ from safeview.attribute import attribution_map  # noqa: E402
 from safeview.classify import load_classifier  # noqa: E402
 from safeview.counterfactual import greedy_search, rank_regions, region_scores  # noqa: E402
 from safeview.obfuscate import Obfuscator  # noqa: E402
-from safeview.pipeline import cse_segmentation_params  # noqa: E402
+from safeview.counterfactual import cse_segmentation_params  # noqa: E402
 from safeview.segment import segment  # noqa: E402
 from safeview.synth import CATEGORIES, make_sample  # noqa: E402
 from safeview.threads import set_threads  # noqa: E402

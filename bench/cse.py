@@ -1,31 +1,41 @@
-"""CSE on the synthetic benchmark: the paper's metrics (counterfactual found %, average depth,
-average % obfuscated) plus what the paper could not measure without ground truth — IoU,
-precision and recall of the obfuscated mask against the exact stand-in mask — and time per stage.
+"""CSE on the synthetic benchmark, as users get it (``safeview.counterfactual.cse``, the same unit
+``Safeguard`` runs): the paper's metrics (found %, depth, obfuscated %) and what the paper could
+not measure without ground truth — leakage against the exact stand-in masks (recall, leak rate,
+area ratio, safe pixels left bit-identical, :mod:`safeview.leakage`), verification and time.
 
-    .venv/bin/python bench/cse.py --n 300 --seed 1 --segmentation bass,bass:attribution_weight=0,slic --out bench/out/cse.json
+    .venv/bin/python bench/cse.py --n 600 --seed 77 --modes hide,paper,minimal --out bench/out/cse.json
+    .venv/bin/python bench/cse.py --n 90 --modes hide --set margin=0.2 --set completion_ratio=0.7
 
 Images come from ``safeview.synth`` with a seed the demo models never saw in training (they were
 trained on seed 0), all unsafe, split evenly across the three categories; each category's demo
-model scans its own category's images, as the paper pairs classifiers and datasets.
+model scans its own category's images, as the paper pairs classifiers and datasets. ``--model``
+replaces the demo models (``{category}`` is filled in), e.g. with a classifier that keys on a
+fragment. Only flagged images are searched.
+
+An output is *reported safe* when ``cse`` verified it (every check of :mod:`safeview.verify`
+passed); ``paper`` and ``minimal`` outputs are also scored as their own criterion reports them
+(``flip-safe``: the classifier flipped at 0.5), since that is what the paper counted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from safeview.classify import load_classifier
-from safeview.pipeline import Safeguard
-from safeview.threads import set_threads
+from safeview.counterfactual import CSEConfig, cse
+from safeview.leakage import leakage, summarise_leakage
 from safeview.synth import CATEGORIES, make_sample
-
-STAGES = ("classify", "attribute", "segment", "search", "recheck", "total")
+from safeview.threads import set_threads
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
@@ -34,98 +44,126 @@ def parse_method(spec: str) -> tuple[str, dict]:
     return name, {k: json.loads(v) for k, v in (item.split("=") for item in rest.split("+") if item)}
 
 
-def evaluate(category: str, seeds: list[int], *, attribution: str, segmentation: str, style: str, size: int) -> dict:
-    clf = load_classifier(f"demo-{category}")
-    method, params = parse_method(segmentation)
-    guard = Safeguard(
-        [clf], attribution=attribution, segmentation=method, segmentation_params=params, style=style, fallback="none"
-    )
-    rows = []
-    for seed in seeds:
-        sample = make_sample(category, True, seed=seed, size=size)
-        result = guard.scan(sample.image)
-        row = {"seed": seed, "flagged": result.verdict == "unsafe", "timings": result.timings}
-        if result.counterfactuals:
-            cf = result.counterfactuals[0]
-            mask = cf.mask.to_mask()
-            inter = float((mask & sample.mask).sum())
-            row.update(
-                found=cf.found,
-                depth=cf.depth,
-                greedy_depth=cf.greedy_depth,
-                n_regions=cf.n_regions,
-                queries=cf.queries,
-                obfuscated=float(mask.mean()),
-                truth=float(sample.mask.mean()),
-                iou=inter / max(1.0, float((mask | sample.mask).sum())),
-                precision=inter / max(1.0, float(mask.sum())),
-                recall=inter / max(1.0, float(sample.mask.sum())),
-            )
-        rows.append(row)
-    return summarise(category, rows)
-
-
 def _mean(values: list[float]) -> float | None:
     return float(statistics.fmean(values)) if values else None
-
-
-def summarise(category: str, rows: list[dict]) -> dict:
-    flagged = [r for r in rows if r["flagged"]]
-    found = [r for r in flagged if r.get("found")]
-    timings = {s: _mean([r["timings"].get(s, 0.0) for r in flagged]) for s in STAGES}
-    return {
-        "category": category,
-        "images": len(rows),
-        "flagged_pct": 100.0 * len(flagged) / max(1, len(rows)),
-        "found_pct": 100.0 * len(found) / max(1, len(flagged)),
-        "depth": _mean([r["depth"] for r in found]),
-        "greedy_depth": _mean([r["greedy_depth"] for r in found]),
-        "regions": _mean([r["n_regions"] for r in flagged]),
-        "queries": _mean([r["queries"] for r in flagged]),
-        "obfuscated_pct": _mean([100 * r["obfuscated"] for r in found]),
-        "truth_pct": _mean([100 * r["truth"] for r in found]),
-        "iou": _mean([r["iou"] for r in found]),
-        "precision": _mean([r["precision"] for r in found]),
-        "recall": _mean([r["recall"] for r in found]),
-        "seconds": timings,
-        "rows": rows,
-    }
 
 
 def fmt(v, spec: str = ".1f") -> str:
     return "–" if v is None else format(v, spec)
 
 
-def markdown(results: list[dict]) -> str:
-    head = (
-        "| attribution | segmentation | category | flagged % | found % | depth (greedy) | obfuscated % (truth %) "
-        "| IoU | precision | recall | queries | s/image (attr / seg / search / total) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+def score_image(classifier, sample, config: CSEConfig) -> dict:
+    """One image: flagged?, then CSE's result scored against the sample's exact mask."""
+    probs = classifier.predict_proba(sample.image[None])[0]
+    p_unsafe = float(probs[classifier.unsafe_indices].sum())
+    row: dict = {"seed": sample.seed, "flagged": 1.0 - p_unsafe <= config.threshold}
+    if not row["flagged"]:
+        return row
+    t = time.perf_counter()
+    result = cse(classifier, sample.image, config=config, original_probabilities=probs)
+    seconds = time.perf_counter() - t
+    after = float(np.asarray(result.search.final_probabilities)[classifier.unsafe_indices].sum())
+    row.update(
+        found=result.found,
+        verified=result.verified,
+        flip_safe=bool(result.found and 1.0 - after > config.threshold),
+        depth=len(result.regions),
+        greedy_depth=result.search.greedy_depth,
+        completed=len(result.completed),
+        n_regions=int(result.segments.max()) + 1,
+        queries=result.queries,
+        seconds=seconds,
+        stages=result.timings,
+        obfuscated=result.obfuscated_fraction,
+        truth=float(sample.mask.mean()),
+        failures=result.verification.failures() if result.verification else None,
+        **leakage(result.mask, sample.mask, sample.image, result.output if result.found else None),
     )
-    lines = []
-    for r in results:
-        s = r["seconds"]
-        lines.append(
-            f"| {r['attribution']} | {r['segmentation']} | {r['category']} | {fmt(r['flagged_pct'])} | {fmt(r['found_pct'])} "
-            f"| {fmt(r['depth'], '.2f')} ({fmt(r['greedy_depth'], '.2f')}) | {fmt(r['obfuscated_pct'])} ({fmt(r['truth_pct'])}) "
-            f"| {fmt(r['iou'], '.3f')} | {fmt(r['precision'], '.3f')} | {fmt(r['recall'], '.3f')} | {fmt(r['queries'])} "
-            f"| {fmt(s['attribute'], '.3f')} / {fmt(s['segment'], '.3f')} / {fmt(s['search'], '.3f')} / {fmt(s['total'], '.3f')} |"
-        )
+    return row
+
+
+def summarise(rows: list[dict], mode: str) -> dict:
+    flagged = [r for r in rows if r["flagged"]]
+    found = [r for r in flagged if r["found"]]
+    for r in flagged:  # what this mode would show a person as safe
+        r["reported_safe"] = r["verified"] if mode == "hide" else r["flip_safe"]
+    verified = [r for r in flagged if r["verified"]]
+    shown = [r for r in flagged if r["reported_safe"]]
+    return {
+        "images": len(rows),
+        "flagged": len(flagged),
+        "found_pct": 100.0 * len(found) / len(flagged) if flagged else None,
+        "verified_pct": 100.0 * len(verified) / len(flagged) if flagged else None,
+        "reported_safe_pct": 100.0 * len(shown) / len(flagged) if flagged else None,
+        "depth": _mean([r["depth"] for r in shown]),
+        "greedy_depth": _mean([r["greedy_depth"] for r in shown]),
+        "completed": _mean([r["completed"] for r in shown]),
+        "obfuscated_pct": _mean([100 * r["obfuscated"] for r in shown]),
+        "truth_pct": _mean([100 * r["truth"] for r in shown]),
+        "iou": _mean([r["iou"] for r in shown]),
+        "queries": _mean([r["queries"] for r in flagged]),
+        "seconds": _mean([r["seconds"] for r in flagged]),
+        **summarise_leakage(flagged),
+        # how robust the outputs the classifier alone calls safe are: the share verification passes
+        "robust_pct": 100.0 * sum(r["verified"] for r in shown) / len(shown) if shown else None,
+    }
+
+
+COLUMNS = (
+    ("flagged", "flagged", "d"),
+    ("found %", "found_pct", ".1f"),
+    ("reported safe %", "reported_safe_pct", ".1f"),
+    ("leak rate %", "leak_rate", "pct"),
+    ("recall median (p10)", None, None),
+    ("area ratio median", "area_ratio_median", ".2f"),
+    ("safe px identical %", "safe_identical_mean", "pct"),
+    ("depth (greedy)", None, None),
+    ("obfuscated % (truth %)", None, None),
+    ("robust %", "robust_pct", ".1f"),
+    ("queries", "queries", ".1f"),
+    ("s/image", "seconds", ".3f"),
+)
+
+
+def _cell(s: dict, key: str | None, spec: str | None, title: str) -> str:
+    if key is None:
+        if title.startswith("recall"):
+            return f"{fmt(s['recall_median'], '.3f')} ({fmt(s['recall_p10'], '.3f')})"
+        if title.startswith("depth"):
+            return f"{fmt(s['depth'], '.2f')} ({fmt(s['greedy_depth'], '.2f')})"
+        return f"{fmt(s['obfuscated_pct'])} ({fmt(s['truth_pct'])})"
+    if spec == "pct":
+        return fmt(None if s[key] is None else 100 * s[key], ".1f")
+    return fmt(s[key], spec)
+
+
+def markdown(results: list[dict]) -> str:
+    head = "| mode | category | " + " | ".join(c[0] for c in COLUMNS) + " |\n|---|---|" + "---:|" * len(COLUMNS) + "\n"
+    lines = [
+        f"| {r['label']} | {r['category']} | " + " | ".join(_cell(r, key, spec, title) for title, key, spec in COLUMNS) + " |"
+        for r in results
+    ]
     return head + "\n".join(lines) + "\n"
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=300, help="images in total, split evenly across categories")
-    parser.add_argument("--seed", type=int, default=1, help="held-out benchmark seed (the demo models trained on 0)")
+    parser.add_argument("--n", type=int, default=600, help="images in total, split evenly across categories")
+    parser.add_argument("--seed", type=int, default=77, help="held-out benchmark seed (the demo models trained on 0)")
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--attribution", default="fullgrad", help="comma-separated methods")
-    parser.add_argument(
-        "--segmentation",
-        default="bass,slic",
-        help="comma-separated methods, each optionally with parameters: bass:attribution_weight=0+i_std=0.03",
-    )
+    parser.add_argument("--modes", default="hide,paper", help="comma-separated CSE modes: hide, paper, minimal")
+    parser.add_argument("--segmentation", default="bass", help="method, optionally with parameters: bass:attribution_weight=0")
+    parser.add_argument("--attribution", default="fullgrad")
     parser.add_argument("--style", default="blur")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a CSEConfig field, e.g. margin=0.2")
+    parser.add_argument("--model", default="demo-{category}", help="classifier name or checkpoint path; {category} is filled in")
     parser.add_argument("--categories", default=",".join(CATEGORIES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/out/cse.json"))
@@ -133,21 +171,34 @@ def main() -> None:
     set_threads(args.threads)
     categories = args.categories.split(",")
     per = args.n // len(categories)
+    method, params = parse_method(args.segmentation)
+    overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    base = CSEConfig(attribution=args.attribution, segmentation=method, segmentation_params=params, style=args.style, **overrides)
     results = []
-    for attribution in args.attribution.split(","):
-        for segmentation in args.segmentation.split(","):
-            for ci, category in enumerate(categories):
-                seeds = [args.seed * 1_000_000 + ci * per + i for i in range(per)]
-                t0 = time.perf_counter()
-                r = evaluate(category, seeds, attribution=attribution, segmentation=segmentation, style=args.style, size=args.size)
-                r.update(attribution=attribution, segmentation=segmentation, wall_seconds=time.perf_counter() - t0)
-                results.append(r)
-                print(markdown([r]).splitlines()[-1], flush=True)
+    load = os.getloadavg()[0]
+    for mode in args.modes.split(","):
+        config = replace(base, mode=mode)
+        for ci, category in enumerate(categories):
+            classifier = load_classifier(args.model.format(category=category))
+            seeds = [args.seed * 1_000_000 + ci * per + i for i in range(per)]
+            t0 = time.perf_counter()
+            rows = [score_image(classifier, make_sample(category, True, seed=s, size=args.size), config) for s in seeds]
+            r = {"mode": mode, "label": mode, "category": category, **summarise(rows, mode), "rows": rows}
+            r["wall_seconds"] = time.perf_counter() - t0
+            results.append(r)
+            print(markdown([r]).splitlines()[-1], flush=True)
+        pooled = [row for r in results if r["mode"] == mode for row in r["rows"]]
+        results.append({"mode": mode, "label": mode, "category": "all", **summarise(pooled, mode)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"n": args.n, "seed": args.seed, "size": args.size, "style": args.style, "threads": args.threads, "torch": torch.__version__}
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    meta = {
+        "command": "python bench/cse.py " + " ".join(sys.argv[1:]), "n": args.n, "seed": args.seed, "size": args.size,
+        "config": {k: (dict(v) if hasattr(v, "items") else v) for k, v in base.__dict__.items()},
+        "threads": args.threads, "torch": torch.__version__, "load_average_start": load, "load_average_end": os.getloadavg()[0],
+    }
+    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str) + "\n")
     print()
     print(markdown(results))
+    print(f"load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end")
 
 
 if __name__ == "__main__":

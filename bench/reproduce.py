@@ -43,9 +43,9 @@ from safeview.attribute import attribution_map
 from safeview.threads import set_threads
 from safeview.baselines import box_censor, boxes_mask, component_boxes, csra, lime_counterfactual, quickshift_segments, sedc
 from safeview.classify import Classifier, load_classifier
-from safeview.counterfactual import Counterfactual, greedy_search, rank_regions, region_scores
+from safeview.counterfactual import Counterfactual, CSEConfig, cse
+from safeview.leakage import leakage, summarise_leakage
 from safeview.obfuscate import Obfuscator
-from safeview.pipeline import cse_segmentation_params
 from safeview.segment import segment
 from safeview.synth import CATEGORIES, Sample, make_sample
 
@@ -63,6 +63,8 @@ SLOW_METHODS = ("sedc", "lime")
 CSE_KEY = "cse fullgrad / bass"
 #: Table 4's ablation of the attribution guidance: BASS on the image alone
 UNGUIDED_KEY = "cse fullgrad / bass, no guidance"
+#: SafeView's leak-free default (margin, evidence completion, robust verification), in every table
+HIDE_KEY = "cse fullgrad / bass, leak-free default"
 TITLES = {
     "3": "Table 3: attribution method varied, BASS fixed",
     "4": "Table 4: segmentation method varied, FullGrad fixed",
@@ -102,18 +104,23 @@ def _segments_run(cf: Counterfactual, segments: np.ndarray, seconds: float) -> R
     return Run(cf, [segments == r for r in cf.regions], seconds, cf.queries)
 
 
-def cse_method(attribution: str, segmentation: str, params: dict | None = None) -> Callable[[Context], Run]:
-    """CSE as the pipeline runs it: attribution, segmentation guided by it, Def. 1 ranking, the
-    informed greedy search with pruning."""
+def cse_method(attribution: str, segmentation: str, params: dict | None = None, mode: str = "paper") -> Callable[[Context], Run]:
+    """CSE exactly as the pipeline runs it (``counterfactual.cse``), in ``mode``: ``paper`` for
+    the paper's tables (the greedy prefix at the first flip), ``hide`` for the leak-free default,
+    whose output counts as found only when verification passed."""
 
     def run(ctx: Context) -> Run:
         t = time.perf_counter()
-        image = ctx.sample.image
-        attr = attribution_map(ctx.classifier, image, ctx.target, attribution)
-        labels = segment(image, segmentation, attribution=attr, **cse_segmentation_params(segmentation, image.shape[:2], params or {}))
-        order = rank_regions(region_scores(attr, labels))
-        cf = greedy_search(ctx.classifier, image, labels, order, **ctx.shared)
-        return _segments_run(cf, labels, time.perf_counter() - t)
+        config = CSEConfig(mode=mode, attribution=attribution, segmentation=segmentation, segmentation_params=params or {},
+                           style=ctx.obfuscator.style)
+        res = cse(ctx.classifier, ctx.sample.image, ctx.target, config=config)
+        found = res.verified if mode == "hide" else res.found
+        cf = Counterfactual(
+            found=found, regions=res.regions, greedy_regions=res.search.greedy_regions, mask=res.mask,
+            probabilities=res.search.probabilities, final_probabilities=res.search.final_probabilities,
+            source_class=ctx.target, queries=res.queries, output=res.output,
+        )
+        return Run(cf, [res.segments == r for r in res.regions], time.perf_counter() - t, res.queries)
 
     return run
 
@@ -156,14 +163,14 @@ def boxes_method(evidence: str) -> Callable[[Context], Run]:
 
 def configurations(tables: list[str], sam: str | None, lime_samples: int, sedc_queries: int) -> tuple[dict, dict]:
     """The methods to run (name -> runner, CSE's shared row once, boxes after CSE) and each table's rows."""
-    methods: dict[str, Callable[[Context], Run]] = {CSE_KEY: cse_method("fullgrad", "bass")}
+    methods: dict[str, Callable[[Context], Run]] = {CSE_KEY: cse_method("fullgrad", "bass"), HIDE_KEY: cse_method("fullgrad", "bass", mode="hide")}
     rows: dict[str, list[str]] = {}
     if "3" in tables:
-        rows["3"] = [CSE_KEY if a == "fullgrad" else f"cse {a} / bass" for a in ATTRIBUTIONS]
+        rows["3"] = [HIDE_KEY, *(CSE_KEY if a == "fullgrad" else f"cse {a} / bass" for a in ATTRIBUTIONS)]
         methods.update({f"cse {a} / bass": cse_method(a, "bass") for a in ATTRIBUTIONS[1:]})
     if "4" in tables:
         segs = list(SEGMENTATIONS) + (["sam"] if sam else [])
-        rows["4"] = [CSE_KEY, UNGUIDED_KEY, *(f"cse fullgrad / {s}" for s in segs[1:])]
+        rows["4"] = [HIDE_KEY, CSE_KEY, UNGUIDED_KEY, *(f"cse fullgrad / {s}" for s in segs[1:])]
         methods[UNGUIDED_KEY] = cse_method("fullgrad", "bass", {"attribution_weight": 0})
         methods.update({f"cse fullgrad / {s}": cse_method("fullgrad", s) for s in SEGMENTATIONS[1:]})
         if sam:
@@ -176,7 +183,7 @@ def configurations(tables: list[str], sam: str | None, lime_samples: int, sedc_q
             "boxes of cse regions": boxes_method("cse"),
             "boxes of true stand-ins": boxes_method("truth"),
         }
-        rows["methods"] = [CSE_KEY, *baselines]
+        rows["methods"] = [HIDE_KEY, CSE_KEY, *baselines]
         methods.update(baselines)
     return methods, rows
 
@@ -184,27 +191,20 @@ def configurations(tables: list[str], sam: str | None, lime_samples: int, sedc_q
 def score(ctx: Context, run: Run) -> dict:
     """One image's figures for one method; the minimality check's queries are not charged to it."""
     cf, truth = run.cf, ctx.sample.mask
-    mask = cf.mask
-    inter = float((mask & truth).sum())
+    shown = cf.found and cf.output is not None
     row = {
         "seed": ctx.sample.seed,
         "found": cf.found,
+        "reported_safe": bool(cf.found),  # what the method would hand a person as safe
         "depth": cf.depth,
         "greedy_depth": cf.greedy_depth,
         "queries": run.queries,
         "seconds": run.seconds,
-        "obfuscated": float(mask.mean()),
+        "obfuscated": float(cf.mask.mean()),
         "truth": float(truth.mean()),
-        "iou": inter / max(1.0, float((mask | truth).sum())),
-        "precision": inter / max(1.0, float(mask.sum())),
-        "recall": inter / max(1.0, float(truth.sum())),
-        "safe_identical": None,
-        "minimal": None,
+        **leakage(cf.mask, truth, ctx.sample.image, cf.output if shown else None),
+        "minimal": is_one_minimal(ctx, run) if shown else None,
     }
-    if cf.found and cf.output is not None:
-        same = (cf.output == ctx.sample.image).all(axis=2)
-        row["safe_identical"] = float(same[~truth].mean()) if (~truth).any() else 1.0
-        row["minimal"] = is_one_minimal(ctx, run)
     return row
 
 
@@ -241,6 +241,7 @@ def summarise(rows: list[dict]) -> dict:
         "precision": _mean([r["precision"] for r in found]),
         "recall": _mean([r["recall"] for r in found]),
         "safe_identical_pct": pct("safe_identical", found),
+        **summarise_leakage(flagged),
         "minimal_pct": 100.0 * sum(minimal) / len(minimal) if minimal else None,
         "queries": _mean([r["queries"] for r in flagged]),
         "seconds": _mean([r["seconds"] for r in flagged]),
@@ -252,10 +253,14 @@ COLUMNS = (
     ("flagged %", "flagged_pct", ".1f"),
     ("found %", "found_pct", ".1f"),
     ("depth", "depth", ".2f"),
+    ("greedy depth", "greedy_depth", ".2f"),
     ("obfuscated % (truth %)", None, None),
     ("IoU", "iou", ".3f"),
     ("precision", "precision", ".3f"),
     ("recall", "recall", ".3f"),
+    ("recall median (p10)", "recall_quantiles", None),
+    ("leak rate %", "leak_rate_pct", ".1f"),
+    ("area ratio median", "area_ratio_median", ".2f"),
     ("safe px identical %", "safe_identical_pct", ".2f"),
     ("1-minimal %", "minimal_pct", ".1f"),
     ("queries", "queries", ".1f"),
@@ -268,16 +273,23 @@ def _groups(categories: list[str]) -> list[str]:
     return [*categories, "all"] if len(categories) > 1 else list(categories)
 
 
+def _cell(s: dict, key: str | None, spec: str | None) -> str:
+    if key is None:
+        return f"{fmt(s['obfuscated_pct'])} ({fmt(s['truth_pct'])})"
+    if key == "recall_quantiles":
+        return f"{fmt(s['recall_median'], '.3f')} ({fmt(s['recall_p10'], '.3f')})"
+    if key == "leak_rate_pct":
+        return fmt(None if s["leak_rate"] is None else 100 * s["leak_rate"], spec)
+    return fmt(s[key], spec)
+
+
 def markdown(table: str, names: list[str], summaries: dict, categories: list[str]) -> str:
     head = "| category | method | " + " | ".join(c[0] for c in COLUMNS) + " |\n"
     lines = [f"## {TITLES[table]}\n", head + "|---|---|" + "---:|" * len(COLUMNS)]
     for category in _groups(categories):
         for name in names:
             s = summaries[name][category]
-            cells = [
-                f"{fmt(s['obfuscated_pct'])} ({fmt(s['truth_pct'])})" if key is None else fmt(s[key], spec)
-                for _, key, spec in COLUMNS
-            ]
+            cells = [_cell(s, key, spec) for _, key, spec in COLUMNS]
             lines.append(f"| {category} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -22,7 +22,7 @@ from segment import achievable_segmentation_accuracy, boundary_recall, emit, und
 
 from safeview.attribute import attribution_map  # noqa: E402
 from safeview.classify import load_classifier  # noqa: E402
-from safeview.pipeline import cse_segmentation_params  # noqa: E402
+from safeview.counterfactual import cse_segmentation_params  # noqa: E402
 from safeview.segment import segment  # noqa: E402
 from safeview.synth import CATEGORIES, make_sample  # noqa: E402
 from safeview.threads import set_threads  # noqa: E402

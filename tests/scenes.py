@@ -52,3 +52,40 @@ class RedDetector:
         return Classifier.from_module(
             Net(), ["safe", "unsafe"], ["unsafe"], name="red-detector", category="cyberbullying", preprocess=Preprocess(resize=(64, 64))
         )
+
+
+class ColourFragmentDetector:
+    """Factory of a hand-built torch classifier that keys on a *fragment* of the content: it fires
+    when more than ``fraction`` of the image is close to ``colour`` (one colour of a two-colour
+    stand-in), so hiding part of that colour flips it while the rest of the content — the other
+    colour, the remaining rings — stays visible. The case a minimal flip leaks on."""
+
+    @staticmethod
+    def build(colour=(232, 150, 172), *, fraction: float = 0.02, width: float = 0.16, category: str = "sexual"):
+        import torch
+        from torch import nn
+
+        from safeview.classify import Classifier, Preprocess
+
+        class Net(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.centre = nn.Conv2d(3, 3, 1)
+                self.near = nn.Conv2d(3, 1, 1)
+                self.fc = nn.Linear(1, 2)
+                with torch.no_grad():
+                    self.centre.weight[:] = torch.eye(3).view(3, 3, 1, 1)
+                    self.centre.bias[:] = -torch.tensor(colour, dtype=torch.float32) / 255.0
+                    self.near.weight[:] = -1.0 / width**2
+                    self.near.bias[:] = 1.0
+                    self.fc.weight[:] = torch.tensor([[-300.0], [300.0]])
+                    self.fc.bias[:] = torch.tensor([300.0 * fraction, -300.0 * fraction])
+
+            def forward(self, x):
+                near = torch.relu(self.near(self.centre(x) ** 2))
+                return self.fc(near.mean(dim=(2, 3)))
+
+        return Classifier.from_module(
+            Net(), ["safe", "unsafe"], ["unsafe"], name="pink-fragment", category=category,
+            preprocess=Preprocess(resize=(128, 128), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+        )

@@ -141,7 +141,8 @@ def test_outputs_follow_the_scan_result_schema(images, models, tmp_path):
         assert dict(row["confidences"]) == {c.category: c.unsafe_probability for c in result.categories}
         if row["verdict"] == "unsafe":
             obfuscated = tmp_path / "out" / row["obfuscated"]
-            assert obfuscated.name == f"{row['sha256']}.png" and obfuscated.is_file()
+            suffix = "safe.png" if result.obfuscated_safe else "not-verified.png"  # never "safe" unverified
+            assert obfuscated.name == f"{row['sha256']}.{suffix}" and obfuscated.is_file()
             mask = result.mask.to_mask()
             assert mask.any() and json.loads(row["mask_rle"])["counts"] == result.mask.counts
             assert np.asarray(Image.open(obfuscated)).shape == mask.shape + (3,)

@@ -20,8 +20,11 @@ def test_red_square_found_and_obfuscated_minimally(red_classifier, red_scene):
     # the obfuscation covers the planted square and far less than the whole image
     assert mask[truth].mean() > 0.9
     assert result.obfuscated_fraction < 0.35
-    assert result.obfuscated_safe is True
-    assert result.unsafe_probability_after["cyberbullying"] < 0.5
+    assert result.obfuscated_safe is True and result.output_status == "verified" and result.fallback is None
+    v = result.verification
+    assert v.passed and v.margin == 0.3 and {"jpeg", "rescale", "mirror"} <= set(v.perturbations)
+    assert all(p <= 0.2 for p in v.unsafe_probabilities["red-detector"].values())
+    assert result.unsafe_probability_after["cyberbullying"] <= 0.2
     out = result.artifacts.obfuscated
     assert np.array_equal(out[~mask], image[~mask])  # safe pixels bit-identical
     assert "Obfuscating" in result.rationale.text and "cyberbullying" in result.rationale.text
@@ -54,15 +57,23 @@ def test_fallback_when_no_counterfactual(red_classifier, red_scene):
                        segmentation_params={"n_segments": 200, "compactness": 10}, fallback="full").scan(image)
     (cf,) = result.counterfactuals
     assert not cf.found  # one small region cannot remove the whole square
-    assert result.obfuscated_fraction == 1.0 and result.obfuscated_safe is True
-    assert "No set of up to" in result.rationale.text
+    # the whole image is obfuscated, and labelled as what it is: not verified
+    assert result.obfuscated_fraction == 1.0 and result.obfuscated_safe is False
+    assert result.output_status == "not verified" and result.fallback == "full"
+    assert result.verification is not None and not result.verification.passed
+    assert result.output_suffix == "not-verified.png"
+    text = result.rationale.text
+    assert "No set of up to" in text and "whole image is obfuscated" in text and "not verified" in text
+    assert "untouched" not in text and "bit-identical" not in text and "lies in those regions" not in text
 
 
-def test_bad_configuration():
-    with pytest.raises(ValueError):
-        Safeguard([], style="smudge")
-    with pytest.raises(ValueError):
-        Safeguard([], fallback="maybe")
+def test_bad_configuration(red_classifier):
+    for bad in ({"style": "smudge"}, {"fallback": "maybe"}, {"mode": "fast"}, {"attribution": "magic"},
+                {"segmentation": "scissors"}, {"margin": 0.6}, {"perturbations": ["rotate"]}):
+        with pytest.raises(ValueError):
+            Safeguard([red_classifier], **bad)
+    with pytest.raises(ValueError, match="no models"):
+        Safeguard([])  # an empty model set would call everything safe
 
 
 def test_bass_guided_by_attribution_isolates_the_square(red_classifier, red_scene):
@@ -76,7 +87,7 @@ def test_bass_guided_by_attribution_isolates_the_square(red_classifier, red_scen
 
 
 def test_cse_segmentation_params_scale_bass_cells():
-    from safeview.pipeline import cse_segmentation_params
+    from safeview.counterfactual import cse_segmentation_params
 
     assert cse_segmentation_params("bass", (256, 256), {})["n"] == 60
     assert cse_segmentation_params("bass", (64, 64), {})["n"] == 15
@@ -96,3 +107,34 @@ def test_scan_many_matches_scan_and_isolates_bad_inputs(red_classifier, red_scen
         assert got.categories[0].unsafe_probability == pytest.approx(alone.categories[0].unsafe_probability, abs=1e-6)
     with pytest.raises(ImageError):
         guard.scan_many([b"not an image"], return_exceptions=False)
+
+
+def test_unverified_output_is_never_written_as_safe(red_classifier, red_scene, tmp_path):
+    """The CLI writes ``.safe.png`` only for a verified output; the fallback is ``.not-verified.png``."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from safeview.cli import app
+
+    image, _ = red_scene
+    src = tmp_path / "scene.png"
+    Image.fromarray(image).save(src)
+    guard = Safeguard([red_classifier], max_regions=1, segmentation="slic", segmentation_params={"n_segments": 200, "compactness": 10})
+    result = guard.scan(src)
+    assert result.obfuscated_safe is False
+    # the same through the command line, with a checkpoint of the same detector
+    out = tmp_path / "out"
+    import safeview.pipeline as pipeline
+
+    original = pipeline.load_model_set
+    pipeline.load_model_set = lambda spec, device="cpu": [red_classifier]
+    try:
+        run = CliRunner().invoke(app, ["scan", str(src), "--out", str(out), "--segmentation", "slic", "--margin", "0.45"])
+    finally:
+        pipeline.load_model_set = original
+    assert run.exit_code == 0, run.output
+    assert not list(out.glob("*.safe.png"))
+    (written,) = list(out.glob("*.not-verified.png"))
+    record = json.loads(next(out.glob("scene-*.json")).read_text())
+    assert record["obfuscated_safe"] is False and record["output_status"] == "not verified"
+    assert record["outputs"]["obfuscated"] == str(written)

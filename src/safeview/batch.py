@@ -6,7 +6,8 @@ Results are keyed by the sha256 of each file's bytes and appended as atomically 
 parts under ``OUT/results/``, so an interrupted run loses nothing already written, a rerun skips
 what is done, and a file present under several paths is scanned once and reported for every path.
 Every run ends by compacting the parts into ``OUT/results.parquet`` (one row per path) and writing
-``OUT/summary.json``; obfuscated outputs of unsafe images are ``OUT/obfuscated/<sha256>.png``.
+``OUT/summary.json``; obfuscated outputs of unsafe images are ``OUT/obfuscated/<sha256>.safe.png`` when verified safe
+and ``OUT/obfuscated/<sha256>.not-verified.png`` (the fallback) otherwise.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ SUMMARY = "summary.json"
 ENGINES = ("local", "ray")
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
 #: fields a worker returns per scanned file (the driver turns them into table rows)
-SCAN_FIELDS = ("sha256", "path", "result_json", "error", "error_type", "png")
+SCAN_FIELDS = ("sha256", "path", "result_json", "error", "error_type", "png", "png_name")
 #: errors that are a property of the bytes (same file -> same error), so a rerun need not retry them
 DETERMINISTIC_ERRORS = ("ImageError",)
 #: ``error_type`` of the entries of a worker whose models failed to load: the run stops with that error
@@ -184,7 +185,8 @@ def _record(entry: dict[str, Any], result) -> None:
         buffer = io.BytesIO()
         Image.fromarray(result.artifacts.obfuscated).save(buffer, format="PNG")  # lossless
         entry["png"] = buffer.getvalue()
-        result.outputs = {"obfuscated": f"{OBFUSCATED_DIR}/{entry['sha256']}.png"}
+        entry["png_name"] = f"{entry['sha256']}.{result.output_suffix}"  # .safe.png only when verified
+        result.outputs = {"obfuscated": f"{OBFUSCATED_DIR}/{entry['png_name']}"}
     entry["result_json"] = result.model_dump_json()
 
 
@@ -381,8 +383,8 @@ class _Writer:
         self.stamp = f"{time.time_ns():020d}-{os.getpid()}"
         self.count = 0
 
-    def png(self, sha256: str, data: bytes) -> None:
-        target = self.obfuscated / f"{sha256}.png"
+    def png(self, name: str, data: bytes) -> None:
+        target = self.obfuscated / name
         if not target.exists():
             _write_atomic(target, lambda tmp: tmp.write_bytes(data))
 
@@ -517,7 +519,7 @@ def run_batch(
         rows = []
         for entry in entries:
             if entry["png"] is not None:
-                writer.png(entry["sha256"], entry["png"])
+                writer.png(entry["png_name"], entry["png"])
             for index, path in enumerate(paths_of[entry["sha256"]]):
                 rows.append(result_row(path, sizes[entry["sha256"]], entry, duplicate=index > 0, only_unsafe=only_unsafe))
             failed += entry["error"] is not None

@@ -105,9 +105,11 @@ def scan(
     segmentation: str = typer.Option("bass", help="Segmentation: bass (attribution-guided), slic, felzenszwalb, watershed, sam (needs --sam)."),
     sam: Optional[Path] = typer.Option(None, "--sam", help="Local SAM checkpoint directory (transformers SamModel + SamProcessor), for --segmentation sam."),
     style: str = typer.Option("blur", help="Obfuscation style: blur, pixelate, fill, mean."),
-    threshold: float = typer.Option(0.5, help="Flip threshold: the search stops when the safe class exceeds it."),
-    max_regions: int = typer.Option(10, help="Search budget: most regions the counterfactual may obfuscate."),
-    fallback: str = typer.Option("full", help="When no counterfactual is found: obfuscate 'full' image, the 'prefix' tried, or 'none'."),
+    mode: str = typer.Option("hide", help="CSE mode: hide (default: hide the content; margin, evidence completion, robust verification), paper (the paper's greedy prefix at the first flip), minimal (that prefix pruned to 1-minimal)."),
+    threshold: float = typer.Option(0.5, help="Flip threshold: the safe class must exceed it."),
+    margin: float = typer.Option(0.3, help="Safety margin: an output counts as safe only when every model that flagged the image gives it an unsafe probability of at most 1 - threshold - margin, also on re-upload copies (JPEG, rescale, mirror, crops)."),
+    max_regions: int = typer.Option(10, help="Search budget: most regions the search may obfuscate before completion."),
+    fallback: str = typer.Option("full", help="When no output can be verified safe: obfuscate the 'full' image, the 'prefix' the search chose, or 'none'; either way the output is labelled not verified."),
     max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard)."),
     batch_size: int = typer.Option(8, min=1, help="Images classified together in one forward per model."),
     rationale: str = typer.Option("evidence", help="Rationale backend: evidence (no weights), instructblip (--vlm), openai (--vlm-url, --vlm-model)."),
@@ -142,7 +144,7 @@ def scan(
     try:
         guard = Safeguard(
             models, attribution=attribution, segmentation=segmentation, segmentation_params=segmentation_params, style=style,
-            threshold=threshold, max_regions=max_regions, fallback=fallback,
+            mode=mode, threshold=threshold, margin=margin, max_regions=max_regions, fallback=fallback,
             rationale=rationale, rationale_options=_rationale_options(rationale, vlm, guidance, vlm_url, vlm_model),
         )
     except (SafeViewError, ValueError) as exc:
@@ -161,8 +163,8 @@ def scan(
         def record(path: Path, result) -> None:
             key = f"{path.stem}-{result.input.sha256[:8]}"
             targets = {"json": out / f"{key}.json"}
-            if result.artifacts.obfuscated is not None:
-                targets["obfuscated"] = out / f"{key}.safe.png"
+            if result.artifacts.obfuscated is not None:  # ".safe.png" only for a verified output
+                targets["obfuscated"] = out / f"{key}.{result.output_suffix}"
             clash = [str(t) for t in targets.values() if t.resolve() in inputs]
             if clash:
                 raise SafeViewError(f"output {clash[0]} would overwrite an input; choose another --out")
@@ -387,6 +389,7 @@ def serve(
     max_pixels: int = typer.Option(40_000_000, help="Largest image in pixels (decompression-bomb guard)."),
     rate_limit: int = typer.Option(600, help="Requests per minute allowed per API key."),
     max_attempts: int = typer.Option(3, help="Tries of a failing job before it is marked failed."),
+    mode: str = typer.Option("hide", help="CSE mode: hide (default: hide the content; margin, evidence completion, robust verification), paper (the paper's greedy prefix at the first flip), minimal (that prefix pruned to 1-minimal)."),
 ) -> None:
     """Run the moderation service: REST API under /v1 (docs at /docs), review UI at /ui, workers."""
     import uvicorn
@@ -400,7 +403,7 @@ def serve(
     try:
         config = ServiceConfig(
             db_url=db, storage=storage, models=models, max_bytes=max_bytes, max_pixels=max_pixels,
-            rate_limit=rate_limit, max_attempts=max_attempts,
+            rate_limit=rate_limit, max_attempts=max_attempts, safeguard={"mode": mode},
         )
         application = create_app(config)
     except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable database, a bad limit: one line
@@ -603,6 +606,8 @@ def batch(
     segmentation: str = typer.Option("bass", help="Segmentation: bass (attribution-guided), slic, felzenszwalb, watershed, sam (needs --sam)."),
     sam: Optional[Path] = typer.Option(None, "--sam", help="Local SAM checkpoint directory (transformers SamModel + SamProcessor), for --segmentation sam."),
     style: str = typer.Option("blur", help="Obfuscation style: blur, pixelate, fill, mean."),
+    mode: str = typer.Option("hide", help="CSE mode: hide (default: hide the content; margin, evidence completion, robust verification), paper (the paper's greedy prefix at the first flip), minimal (that prefix pruned to 1-minimal)."),
+    margin: float = typer.Option(0.3, help="Safety margin of verification, as for 'safeview scan'."),
     max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard)."),
 ) -> None:
     """Scan many images (resumable; results keyed by sha256) into a Parquet table and a summary."""
@@ -617,7 +622,7 @@ def batch(
             summary = run_batch(
                 inputs, out, engine=engine, ray_address=ray_address, batch_size=batch_size, workers=workers,
                 models=models, only_unsafe=only_unsafe, max_pixels=max_pixels, progress=progress,
-                segmentation=segmentation, segmentation_params=segmentation_params, style=style,
+                segmentation=segmentation, segmentation_params=segmentation_params, style=style, mode=mode, margin=margin,
             )
     except (SafeViewError, ValueError) as exc:
         fail(str(exc))

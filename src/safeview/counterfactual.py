@@ -1,22 +1,36 @@
 """Counterfactual subobject explanations (CSE): Def. 1 (region attribution score), Def. 2 (region
-confidence reduction) and the informed greedy region search of the paper's Sec. 3.3.
+confidence reduction), the informed greedy region search of the paper's Sec. 3.3, and
+:func:`cse`, the whole method as one unit (attribution, segmentation with CSE's settings, Def. 1,
+the search, evidence completion and robust verification).
 
 Hand-written because no library does this search: regions are ranked by mean attribution, then the
 top-1, top-2, … regions are masked *with the obfuscation the user will receive* until the
 classifier's decision flips (another class above ``threshold``) or ``max_regions`` is reached.
-Prefixes are evaluated in batches (one forward per batch), and a pruning pass then drops any
-chosen region whose removal keeps the output flipped, so the returned set is 1-minimal. The mask
-that is returned is the one whose obfuscated output was verified by the classifier.
+
+A minimal flip is not a hidden picture: a CNN stops firing long before a person stops seeing the
+content. :func:`cse` therefore has three modes. ``paper`` is the paper's criterion exactly (the
+greedy prefix at the first flip, no completion, no pruning); ``minimal`` adds a pruning pass that
+makes the set 1-minimal (SafeView's first default); ``hide`` (the default) searches until the
+unsafe probability is a margin below the threshold, completes the evidence (regions whose
+attribution is comparable to the chosen ones, fine superpixels of that evidence, gaps and holes
+closed, a few pixels of dilation) and verifies the output robustly (:mod:`safeview.verify`),
+extending the search while verification fails.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .obfuscate import Obfuscate, Obfuscator
+
+if TYPE_CHECKING:
+    from .classify import Classifier
+    from .verify import Verification
 
 #: the predict contract: a batch of uint8 images (N, H, W, 3) -> probabilities (N, C)
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -208,4 +222,407 @@ def greedy_search(
         source_class=source_class,
         queries=queries,
         output=verified_output,
+    )
+
+
+# --------------------------------------------------------------------------- CSE as one unit
+
+#: ``hide``: hide the content (margin, completion, robust verification); ``paper``: the paper's
+#: greedy prefix at the first flip; ``minimal``: the paper's prefix pruned to a 1-minimal set
+MODES = ("hide", "paper", "minimal")
+#: BASS cells CSE starts from: the search masks at most ``max_regions`` regions, so a few dozen
+#: subobject regions, not BASS's reference hundreds (n = 15 px cells), suit it
+BASS_CELLS = 18
+#: BASS settings for CSE (bench/README.md, "Choosing BASS's settings for CSE"): a colour scale of
+#: 0.05 instead of the reference's 0.018 stops textured images from splitting into hundreds of
+#: regions (which a 10-region search cannot cover), and 20 parameter updates give the same
+#: regions as the reference's ``n`` (here ≈ 60) at a third of the time.
+BASS_CSE = {"i_std": 0.05, "iterations": 20}
+
+
+def search_batch_size(device: str) -> int:
+    """Images per forward in the greedy search: on a CPU a batch of n costs about n single images
+    (bench/results/speed.md), so prefixes go one at a time and none is classified past the flip;
+    an accelerator classifies a growing batch (1, 2, 4, 8) in about the time of one."""
+    return 1 if str(device).startswith("cpu") else 8
+
+
+def cse_segmentation_params(method: str, shape: tuple[int, int], params: Mapping[str, Any]) -> dict:
+    """Segmentation parameters for CSE on an image of ``shape``: the user's, over defaults that
+    suit a ≤ 10-region search. For BASS: a cell side derived from the image size (about
+    ``BASS_CELLS`` initial cells, split and merged from there, so regions keep the same share of
+    the image at any resolution) and :data:`BASS_CSE`."""
+    if method == "bass":
+        n = max(15, round((shape[0] * shape[1] / BASS_CELLS) ** 0.5))
+        return {"n": n, **BASS_CSE, **params}
+    return dict(params)
+
+
+def _disk(radius: int) -> np.ndarray:
+    ys, xs = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (ys * ys + xs * xs) <= radius * radius
+
+
+def region_contacts(segments: np.ndarray) -> list[dict[int, int]]:
+    """For each region ``0..K-1``, its neighbours (4-neighbourhood) and how many pixel edges it
+    shares with each: the share of a region's boundary that one neighbour holds says whether that
+    neighbour surrounds it."""
+    k = int(segments.max()) + 1
+    pairs = np.concatenate([
+        np.stack([segments[:, :-1].ravel(), segments[:, 1:].ravel()], 1),
+        np.stack([segments[:-1].ravel(), segments[1:].ravel()], 1),
+    ])
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    pairs = np.concatenate([pairs, pairs[:, ::-1]])
+    unique, counts = np.unique(pairs, axis=0, return_counts=True)
+    contacts: list[dict[int, int]] = [{} for _ in range(k)]
+    for (a, b), c in zip(unique.tolist(), counts.tolist()):
+        contacts[a][b] = c
+    return contacts
+
+
+def region_colours(image: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """Mean CIE Lab colour of each region ``0..K-1`` (K×3)."""
+    from skimage.color import rgb2lab
+
+    lab = rgb2lab(image).reshape(-1, 3)
+    labels = segments.ravel()
+    k = int(segments.max()) + 1
+    counts = np.maximum(np.bincount(labels, minlength=k), 1)
+    return np.stack([np.bincount(labels, weights=lab[:, c], minlength=k) for c in range(3)], 1) / counts[:, None]
+
+
+def complete_evidence(
+    image: np.ndarray,
+    segments: np.ndarray,
+    attribution: np.ndarray,
+    chosen: Sequence[int],
+    *,
+    ratio: float = 0.8,
+    colour_delta: float = 10.0,
+    colour_floor: float = 0.25,
+    surround: float = 0.6,
+    surround_floor: float = 0.5,
+    close_radius: int = 0,
+    dilate_radius: int = 0,
+) -> tuple[list[int], np.ndarray]:
+    """Evidence completion after the search: grow the mask of the ``chosen`` regions to the rest
+    of the content, so that what a person sees is hidden and not only what flipped the model.
+
+    1. regions whose Def. 1 score is at least ``ratio`` × the mean attribution inside the chosen
+       mask: evidence comparable to what the flip needed, wherever it lies;
+    2. the rest of the object, flooded region by region from the mask: a neighbour joins when its
+       score is at least ``colour_floor`` × that bar and either its mean Lab colour is within
+       ``colour_delta`` of a masked neighbour's (segmentation often cuts one uniform part of the
+       content — a ring, an arm — into several regions, and the search needs only some to flip) or
+       it surrounds the content found so far (holds ``surround`` of its border, covers at most a quarter
+       of the image, and either scores at least ``surround_floor`` × the bar or is at most 4× the
+       content found so far: marks on an arm, the other colour's rim of a two-colour pattern —
+       hiding the marks alone flips a classifier but leaves the arm); a
+       same-colour neighbour covering more than half the image is background, never joined;
+    3. gaps narrower than ``2 × close_radius`` closed and enclosed holes filled, and every region
+       then covered by more than half absorbed whole;
+    4. ``dilate_radius`` pixels of dilation, where the obfuscation would bleed across the edge.
+
+    Returns the regions added (in the order added) and the final mask."""
+    from scipy import ndimage
+
+    chosen = [int(r) for r in chosen]
+    mask = regions_mask(segments, chosen)
+    if not chosen or not mask.any():
+        return [], mask
+    scores = region_scores(attribution, segments)
+    level = ratio * float(np.asarray(attribution)[mask].mean())
+    taken = set(chosen)
+    added = [int(r) for r in rank_regions(scores) if int(r) not in taken and scores[r] >= level and scores[r] > 0]
+    taken.update(added)
+    colours, contacts = region_colours(image, segments), region_contacts(segments)
+    sizes = np.bincount(segments.ravel(), minlength=len(contacts))
+
+    def join(n: int) -> None:
+        taken.add(n)
+        added.append(n)
+
+    frontier = list(taken)
+    while frontier:
+        while frontier:  # neighbours that are the rest of the same part, or that surround a region
+            r = frontier.pop()
+            boundary = max(1, sum(contacts[r].values()))
+            for n in sorted(set(contacts[r]) - taken):
+                if scores[n] < colour_floor * level:
+                    continue
+                same = sizes[n] <= segments.size / 2 and np.linalg.norm(colours[n] - colours[r]) <= colour_delta
+                around = (contacts[r][n] / boundary >= surround and sizes[n] <= segments.size / 4
+                          and scores[n] >= surround_floor * level)
+                if same or around:
+                    join(n)
+                    frontier.append(n)
+        # a region around the content found so far: it joins if the classifier looks at it too, or
+        # if it is small next to that content (a rim, a frame) — never when it is a quarter of the image
+        border: dict[int, int] = {}
+        for r in taken:
+            for n, c in contacts[r].items():
+                if n not in taken:
+                    border[n] = border.get(n, 0) + c
+        total, area = max(1, sum(border.values())), sizes[sorted(taken)].sum()
+        for n, c in sorted(border.items()):
+            if (c / total >= surround and sizes[n] <= segments.size / 4
+                    and (scores[n] >= surround_floor * level or sizes[n] <= 4 * area)):
+                join(n)
+                frontier.append(n)
+    mask = regions_mask(segments, [*chosen, *added])
+    if close_radius > 0:
+        pad = close_radius + 1
+        closed = ndimage.binary_closing(np.pad(mask, pad), structure=_disk(close_radius))
+        mask = mask | closed[pad:-pad, pad:-pad]
+    mask = ndimage.binary_fill_holes(mask)
+    k = int(segments.max()) + 1
+    covered = np.bincount(segments[mask].ravel(), minlength=k) / np.maximum(np.bincount(segments.ravel(), minlength=k), 1)
+    absorbed = [int(r) for r in np.flatnonzero(covered > 0.5) if int(r) not in taken]
+    mask = mask | regions_mask(segments, absorbed)
+    if dilate_radius > 0:
+        mask = ndimage.binary_dilation(mask, structure=_disk(dilate_radius))
+    return added + absorbed, mask
+
+
+def evidence_left(
+    segments: np.ndarray, attribution: np.ndarray, mask: np.ndarray, *, ratio: float = 0.5, contrast: float = 2.0
+) -> list[int]:
+    """Regions next to ``mask`` where the classifier still finds evidence on the obfuscated output
+    (``attribution`` recomputed on it): those touching the mask whose Def. 1 score is at least
+    ``ratio`` × the best unmasked region's and ``contrast`` × the mean attribution of the unmasked
+    pixels. A flip usually leaves the weaker part of the content; on an output with nothing left
+    the map has no such peak, and nothing is added."""
+    outside = ~mask
+    if not outside.any():
+        return []
+    k = int(segments.max()) + 1
+    scores = region_scores(attribution, segments)
+    masked_share = np.bincount(segments[mask].ravel(), minlength=k) / np.maximum(np.bincount(segments.ravel(), minlength=k), 1)
+    open_regions = masked_share < 0.5
+    if not open_regions.any():
+        return []
+    background = float(np.asarray(attribution)[outside].mean())
+    best = float(scores[open_regions].max())
+    from scipy import ndimage
+
+    touching = np.unique(segments[ndimage.binary_dilation(mask) & outside])
+    return [int(r) for r in touching
+            if open_regions[r] and scores[r] >= ratio * best and scores[r] >= contrast * background and scores[r] > 0]
+
+
+def _frozen(params: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(params or {}))
+
+
+@dataclass(frozen=True)
+class CSEConfig:
+    """CSE's settings, validated once when built (unknown names fail here, not on the first unsafe
+    image). ``threshold`` is the paper's flip threshold on the safe side (0.5); ``margin`` how far
+    below ``1 - threshold`` the unsafe probability must fall in ``hide`` mode and in verification;
+    ``completion_ratio``, ``colour_delta``, ``colour_floor``, ``surround_floor``, ``close``, ``dilate`` configure
+    :func:`complete_evidence` (``close`` and ``dilate`` as fractions of the image's shorter side);
+    ``recheck`` recomputes the attribution on the completed output (that many rounds) and adds the regions next
+    to the mask where evidence is left (:func:`evidence_left`, with ``recheck_ratio`` and
+    ``recheck_contrast``); ``perturbations`` the re-upload copies verification checks (:data:`safeview.verify.PERTURBATIONS`);
+    ``batch_size`` images per search forward (None: from the device, :func:`search_batch_size`)."""
+
+    mode: str = "hide"
+    attribution: str = "fullgrad"
+    segmentation: str = "bass"
+    segmentation_params: Mapping[str, Any] = field(default_factory=dict)
+    style: str = "blur"
+    style_params: Mapping[str, Any] = field(default_factory=dict)
+    threshold: float = 0.5
+    margin: float = 0.3
+    max_regions: int = 10
+    completion_ratio: float = 0.8
+    colour_delta: float = 10.0
+    colour_floor: float = 0.25
+    surround_floor: float = 0.5
+    recheck: int = 1
+    recheck_ratio: float = 0.5
+    recheck_contrast: float = 2.0
+    close: float = 0.02
+    dilate: float = 0.006
+    perturbations: tuple[str, ...] = ("jpeg", "rescale", "mirror", "crop0", "crop1", "crop2", "crop3")
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        from .attribute import METHODS as ATTRIBUTIONS
+        from .segment import METHODS as SEGMENTATIONS
+        from .verify import check_perturbations
+
+        if self.mode not in MODES:
+            raise ValueError(f"unknown CSE mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.attribution not in ATTRIBUTIONS:
+            raise ValueError(f"unknown attribution method {self.attribution!r}; choose one of {', '.join(ATTRIBUTIONS)}")
+        if self.segmentation not in SEGMENTATIONS:
+            raise ValueError(f"unknown segmentation method {self.segmentation!r}; choose one of {', '.join(SEGMENTATIONS)}")
+        object.__setattr__(self, "segmentation_params", _frozen(self.segmentation_params))
+        object.__setattr__(self, "style_params", _frozen(self.style_params))
+        Obfuscator(self.style, **self.style_params)  # validates the style and its parameters
+        object.__setattr__(self, "perturbations", check_perturbations(tuple(self.perturbations)))
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
+        if not 0.0 <= self.margin < 1.0 - self.threshold:
+            raise ValueError(f"margin must lie in [0, {1 - self.threshold:g}) for threshold {self.threshold}, got {self.margin}")
+        if self.max_regions < 1:
+            raise ValueError(f"max_regions must be at least 1, got {self.max_regions}")
+        if not 0.0 < self.completion_ratio <= 1.0:
+            raise ValueError(f"completion_ratio must lie in (0, 1], got {self.completion_ratio}")
+        if self.colour_delta < 0 or not 0 <= self.colour_floor <= 1 or not 0 <= self.surround_floor <= 1:
+            raise ValueError("colour_delta must be ≥ 0 (Lab units), colour_floor and surround_floor in [0, 1]")
+        if not 0 <= self.close < 0.5 or not 0 <= self.dilate < 0.5:
+            raise ValueError("close and dilate are fractions of the shorter side in [0, 0.5)")
+        if self.recheck < 0 or not 0 < self.recheck_ratio <= 1 or self.recheck_contrast < 0:
+            raise ValueError("recheck must be ≥ 0 rounds, recheck_ratio in (0, 1] and recheck_contrast ≥ 0")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+    @property
+    def stop_level(self) -> float:
+        """The unsafe probability the search must reach: ``1 - threshold`` (paper, minimal) or
+        ``1 - threshold - margin`` (hide)."""
+        return 1.0 - self.threshold - (self.margin if self.mode == "hide" else 0.0)
+
+    @property
+    def verify_margin(self) -> float:
+        return self.margin
+
+    def obfuscator(self) -> Obfuscator:
+        return Obfuscator(self.style, **self.style_params)
+
+
+@dataclass
+class CSEResult:
+    """The outcome of :func:`cse` on one image for one classifier. ``search`` is the greedy search
+    (the paper's counterfactual: its prefix, per-step probabilities, queries); ``regions`` the
+    regions obfuscated (search regions, then ``completed`` ones); ``mask`` exactly what was
+    obfuscated in ``output``; ``verification`` what was checked on ``output`` (None when the
+    search found nothing to verify). ``found``: the search reached its stop level within budget."""
+
+    mode: str
+    found: bool
+    search: Counterfactual
+    regions: list[int]
+    completed: list[int]
+    mask: np.ndarray
+    output: np.ndarray | None
+    verification: "Verification | None"
+    attribution: np.ndarray
+    segments: np.ndarray
+    queries: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def verified(self) -> bool:
+        return self.verification is not None and self.verification.passed
+
+    @property
+    def obfuscated_fraction(self) -> float:
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+
+def cse(
+    classifier: "Classifier",
+    image: np.ndarray,
+    target: int | None = None,
+    *,
+    config: CSEConfig | None = None,
+    verifiers: Sequence["Classifier"] = (),
+    original_probabilities: np.ndarray | None = None,
+) -> CSEResult:
+    """CSE for ``classifier``'s unsafe decision on ``image`` (H×W×3 uint8): the attribution map of
+    ``target`` (default: its most probable unsafe label), segmentation guided by it with CSE's
+    settings, Def. 1 ranking, the informed greedy search, and — in ``hide`` mode — evidence
+    completion and robust verification on ``classifier`` and ``verifiers`` (other models that must
+    also call the output safe), the search extended one region at a time while verification
+    fails. ``original_probabilities``: the caller's prediction of ``image`` (saves a forward)."""
+    from .attribute import attribution_map
+    from .segment import segment
+    from .verify import perturbed_copies, verify
+
+    config = config or CSEConfig()
+    image = np.ascontiguousarray(image)
+    timings: dict[str, float] = {}
+    unsafe_idx = classifier.unsafe_indices
+    probs = np.asarray(
+        classifier.predict_proba(image[None])[0] if original_probabilities is None else original_probabilities,
+        dtype=np.float64,
+    )
+    if target is None:
+        target = unsafe_idx[int(np.argmax(probs[unsafe_idx]))]
+
+    t = time.perf_counter()
+    attribution = attribution_map(classifier, image, target, method=config.attribution)
+    timings["attribute"] = time.perf_counter() - t
+    t = time.perf_counter()
+    params = cse_segmentation_params(config.segmentation, image.shape[:2], config.segmentation_params)
+    segments = segment(image, method=config.segmentation, attribution=attribution, **params)
+    timings["segment"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    order = rank_regions(region_scores(attribution, segments))
+    obfuscator = config.obfuscator()
+    level = config.stop_level
+
+    def below(rows: np.ndarray) -> np.ndarray:
+        unsafe = np.asarray(rows)[:, unsafe_idx].sum(axis=1)
+        return unsafe <= level if config.mode == "hide" else 1.0 - unsafe > config.threshold
+
+    search = greedy_search(
+        classifier, image, segments, order,
+        source_class=target, threshold=config.threshold, max_regions=config.max_regions, obfuscator=obfuscator,
+        batch_size=config.batch_size or search_batch_size(getattr(classifier, "device", "cpu")),
+        prune=config.mode == "minimal", flip_rule=below, original_probabilities=probs,
+    )
+    queries = search.queries
+    regions, completed, mask, output = list(search.regions), [], search.mask, search.output
+    verification = None
+    models = [classifier, *verifiers]
+    flagged = [classifier.name, *[v.name for v in verifiers]]
+
+    def check(candidate: np.ndarray):
+        nonlocal queries
+        copies = perturbed_copies(candidate, config.perturbations)
+        queries += len(copies) * len(models)
+        return verify(models, candidate, threshold=config.threshold, margin=config.verify_margin,
+                      perturbations=config.perturbations, flagged=flagged, copies=copies)
+
+    if search.found and config.mode == "hide":
+        side = min(image.shape[:2])
+        close_r, dilate_r = round(config.close * side), max(1, round(config.dilate * side)) if config.dilate else 0
+        ranked = [int(r) for r in order]
+        recheck = config.recheck
+        while True:
+            completed, mask = complete_evidence(
+                image, segments, attribution, regions, ratio=config.completion_ratio, colour_delta=config.colour_delta,
+                colour_floor=config.colour_floor, surround_floor=config.surround_floor, close_radius=close_r, dilate_radius=dilate_r,
+            )
+            output = obfuscator(image, mask)
+            if recheck > 0:  # evidence left next to what was hidden: attribution recomputed on the output
+                recheck -= 1
+                t_attr = time.perf_counter()
+                left = attribution_map(classifier, output, target, method=config.attribution)
+                timings["attribute"] += time.perf_counter() - t_attr
+                extra = evidence_left(segments, left, mask, ratio=config.recheck_ratio, contrast=config.recheck_contrast)
+                if extra:
+                    regions.extend(r for r in extra if r not in regions)
+                    continue
+            verification = check(output)
+            if verification.passed:
+                break
+            covered = set(regions) | set(completed)
+            remaining = [r for r in ranked if r not in covered]
+            if not remaining or len(regions) >= config.max_regions:
+                break
+            regions.append(remaining[0])
+    elif search.found:
+        verification = check(output)
+    timings["search"] = time.perf_counter() - t
+    return CSEResult(
+        mode=config.mode, found=search.found, search=search, regions=regions, completed=completed,
+        mask=mask, output=output if search.found else None, verification=verification,
+        attribution=attribution, segments=segments, queries=queries, timings=timings,
     )

@@ -1,10 +1,12 @@
-"""The whole system (paper, Fig. 1): classify with every model, and for each unsafe verdict run CSE
-— attribution map, segmentation guided by it, Def. 1 scores, informed greedy search — obfuscate
-the regions found, re-classify the output, and explain the verdict.
+"""The whole system (paper, Fig. 1): classify with every model, and for each unsafe verdict run
+CSE (:func:`safeview.counterfactual.cse`: attribution, segmentation guided by it, Def. 1, the
+greedy search, evidence completion, robust verification), then explain the verdict.
 
-``Safeguard`` is configured once (models are loaded once) and ``scan`` is called per image.
-Categories flagged together are handled one after another, most confident first, each search
-running on the output of the previous one, so the final output is verified against every model.
+``Safeguard`` is configured once (models are loaded, settings validated) and ``scan`` is called per
+image. Categories flagged together are handled one after another, most confident first, each CSE
+running on the output of the previous one; the final output is verified against every model, with
+the margin and on re-upload copies, and is called safe (``obfuscated_safe``) only when that passed.
+Otherwise the fallback is applied and the result says "not verified".
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from . import __version__
-from .attribute import attribution_map
 from .classify import Classifier, load_model_set
-from .counterfactual import greedy_search, rank_regions, region_scores
+from .counterfactual import MODES, CSEConfig, cse
 from .images import LoadedImage, as_rgb_array, load_image_info
 from .obfuscate import Obfuscator
 from .rationale import rationale as make_rationale
@@ -30,37 +31,13 @@ from .schema import (
     CounterfactualResult,
     InputInfo,
     ScanResult,
+    VerificationResult,
     Versions,
 )
-from .segment import segment
+from .verify import verify
 
 FALLBACKS = ("full", "prefix", "none")
-#: BASS cells CSE starts from: the search masks at most ``max_regions`` regions, so a few dozen
-#: subobject regions, not BASS's reference hundreds (n = 15 px cells), suit it
-BASS_CELLS = 18
-#: BASS settings for CSE (bench/README.md, "Choosing BASS's settings for CSE"): a colour scale of
-#: 0.05 instead of the reference's 0.018 stops textured images from splitting into hundreds of
-#: regions (which a 10-region search cannot cover), and 20 parameter updates give the same
-#: regions as the reference's ``n`` (here ≈ 60) at a third of the time.
-BASS_CSE = {"i_std": 0.05, "iterations": 20}
-
-
-def search_batch_size(device: str) -> int:
-    """Images per forward in the greedy search: on a CPU a batch of n costs about n single images
-    (bench/results/speed.md), so prefixes go one at a time and none is classified past the flip;
-    an accelerator classifies a growing batch (1, 2, 4, 8) in about the time of one."""
-    return 1 if str(device).startswith("cpu") else 8
-
-
-def cse_segmentation_params(method: str, shape: tuple[int, int], params: dict) -> dict:
-    """Segmentation parameters for CSE on an image of ``shape``: the user's, over defaults that
-    suit a ≤ 10-region search. For BASS: a cell side derived from the image size (about
-    ``BASS_CELLS`` initial cells, split and merged from there, so regions keep the same share of
-    the image at any resolution) and :data:`BASS_CSE`."""
-    if method == "bass":
-        n = max(15, round((shape[0] * shape[1] / BASS_CELLS) ** 0.5))
-        return {"n": n, **BASS_CSE, **params}
-    return dict(params)
+DEFAULT_PERTURBATIONS = CSEConfig.perturbations
 
 
 @dataclass
@@ -77,24 +54,29 @@ class ScanArtifacts:
 class Safeguard:
     """Configured CSE pipeline: ``Safeguard(models="default").scan("photo.jpg") -> ScanResult``.
 
-    ``threshold`` is the paper's flip threshold (another class > 0.5), ``max_regions`` its search
-    budget (10). ``fallback`` says what to obfuscate when no counterfactual is found within the
-    budget: ``full`` (the whole image — the safe choice for viewers), ``prefix`` (the regions
-    tried) or ``none``.
+    ``mode`` is CSE's (``hide``, the default: hide the content, verified robustly; ``paper``: the
+    paper's greedy prefix at the first flip; ``minimal``: that prefix pruned to 1-minimal);
+    ``threshold`` the paper's flip threshold (0.5 on the safe side), ``margin`` how far below it an
+    output must fall to count as safe, ``perturbations`` the re-upload copies it must stay safe on,
+    ``max_regions`` the search budget (10). ``fallback`` says what to obfuscate when no verified
+    output exists: ``full`` (the whole image — the safe choice for viewers), ``prefix`` (what the
+    search obfuscated) or ``none``; either way the result is labelled not verified.
     """
 
     def __init__(
         self,
         models: str | Sequence[Classifier] = "default",
         *,
+        mode: str = "hide",
         attribution: str = "fullgrad",
         segmentation: str = "bass",
         segmentation_params: dict | None = None,
         style: str = "blur",
         style_params: dict | None = None,
         threshold: float = 0.5,
+        margin: float = 0.3,
+        perturbations: Sequence[str] = DEFAULT_PERTURBATIONS,
         max_regions: int = 10,
-        prune: bool = True,
         fallback: str = "full",
         rationale: str = "evidence",
         rationale_options: dict | None = None,
@@ -103,29 +85,29 @@ class Safeguard:
     ) -> None:
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}")
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.config = CSEConfig(
+            mode=mode, attribution=attribution, segmentation=segmentation, segmentation_params=segmentation_params or {},
+            style=style, style_params=style_params or {}, threshold=threshold, margin=margin,
+            perturbations=tuple(perturbations), max_regions=max_regions,
+        )
         self.classifiers = load_model_set(models, device=device) if isinstance(models, str) else list(models)
-        self.attribution = attribution
-        self.segmentation = segmentation
-        self.segmentation_params = dict(segmentation_params or {})
-        self.style = style
-        self.style_params = dict(style_params or {})
-        Obfuscator(style, **self.style_params)  # validate early
-        self.threshold = threshold
-        self.max_regions = max_regions
-        self.prune = prune
+        if not self.classifiers:
+            raise ValueError("no models: a scan with no classifier would call every image safe; give at least one model")
         self.fallback = fallback
         self.rationale_backend = rationale
         self.rationale_options = dict(rationale_options or {})
         self.seed = seed
 
+    @property
+    def threshold(self) -> float:
+        return self.config.threshold
+
     # -- helpers ------------------------------------------------------------------------------
     def _is_unsafe(self, unsafe_probability: float) -> bool:
         # unsafe unless the safe side exceeds the threshold (the paper's flip rule, mirrored)
-        return not (1.0 - unsafe_probability > self.threshold)
-
-    def _flip_rule(self, clf: Classifier):
-        idx = clf.unsafe_indices
-        return lambda probs: 1.0 - np.asarray(probs)[:, idx].sum(axis=1) > self.threshold
+        return not (1.0 - unsafe_probability > self.config.threshold)
 
     def _versions(self) -> Versions:
         import torch
@@ -193,111 +175,86 @@ class Safeguard:
         return per_image
 
     def _explain(self, loaded: LoadedImage, categories: list[CategoryResult], timings: dict[str, float]) -> ScanResult:
-        """CSE for every unsafe category of one classified image, the rationale, and the result."""
+        """CSE for every unsafe category of one classified image, the final verification, the
+        fallback when it failed, the rationale, and the result."""
         t0 = time.perf_counter()
         image = loaded.array
+        config = self.config
         artifacts = ScanArtifacts(image=image)
         counterfactuals: list[CounterfactualResult] = []
-        evidence: dict[str, dict] = {}
         current, union = image, np.zeros(image.shape[:2], bool)
-        obfuscator = Obfuscator(self.style, **self.style_params)
-        flagged = sorted(
-            (pair for pair in zip(self.classifiers, categories) if pair[1].unsafe),
-            key=lambda pair: -pair[1].unsafe_probability,
-        )
+        pairs = list(zip(self.classifiers, categories))
+        flagged = sorted((pair for pair in pairs if pair[1].unsafe), key=lambda pair: -pair[1].unsafe_probability)
+        flagged_models = [clf.name for clf, _ in flagged]
         for stage in ("attribute", "segment", "search"):
             timings[stage] = 0.0
+        searched_all = True
         for clf, cat in flagged:
-            unsafe_idx = clf.unsafe_indices
             probs_now = clf.predict_proba(current[None])[0]
-            if not self._is_unsafe(float(probs_now[unsafe_idx].sum())):
-                continue  # an earlier category's obfuscation already made it safe for this model
-            target = unsafe_idx[int(np.argmax(probs_now[unsafe_idx]))]
-
-            t = time.perf_counter()
-            attribution = attribution_map(clf, current, target, method=self.attribution)
-            timings["attribute"] += time.perf_counter() - t
-
-            t = time.perf_counter()
-            params = cse_segmentation_params(self.segmentation, current.shape[:2], self.segmentation_params)
-            labels = segment(current, method=self.segmentation, attribution=attribution, **params)
-            timings["segment"] += time.perf_counter() - t
-
-            t = time.perf_counter()
-            order = rank_regions(region_scores(attribution, labels))
-            cf = greedy_search(
-                clf,
-                current,
-                labels,
-                order,
-                source_class=target,
-                threshold=self.threshold,
-                max_regions=self.max_regions,
-                obfuscator=obfuscator,
-                prune=self.prune,
-                flip_rule=self._flip_rule(clf),
-                original_probabilities=probs_now,
-                batch_size=search_batch_size(clf.device),
+            if float(probs_now[clf.unsafe_indices].sum()) <= config.stop_level:
+                continue  # an earlier category's obfuscation already hid it for this model
+            result = cse(clf, current, config=config, original_probabilities=probs_now)
+            for stage in ("attribute", "segment", "search"):
+                timings[stage] += result.timings.get(stage, 0.0)
+            steps = [float(np.asarray(row)[clf.unsafe_indices].sum()) for row in result.search.probabilities]
+            after = (
+                result.verification.unsafe_probabilities[clf.name]["output"] if result.verification else steps[-1]
             )
-            mask = cf.mask
-            if not cf.found:
-                mask = {"full": np.ones_like(mask), "prefix": mask, "none": np.zeros_like(mask)}[self.fallback]
-            output = cf.output if cf.found else obfuscator(current, mask)
-            timings["search"] += time.perf_counter() - t
-
-            after = _unsafe_probability(clf, output)
-            steps = [float(np.asarray(row)[unsafe_idx].sum()) for row in cf.probabilities]
             counterfactuals.append(
                 CounterfactualResult(
-                    category=clf.category,
-                    model=clf.name,
-                    attribution=self.attribution,
-                    segmentation=self.segmentation,
-                    style=self.style,
-                    found=cf.found,
-                    regions=cf.regions,
-                    depth=cf.depth,
-                    greedy_depth=cf.greedy_depth,
-                    n_regions=int(labels.max()) + 1,
-                    queries=cf.queries,
-                    obfuscated_fraction=float(mask.mean()),
-                    unsafe_probability_steps=steps,
-                    unsafe_probability_after=after,
-                    mask=RLE.from_mask(mask),
+                    category=clf.category, model=clf.name, mode=config.mode, attribution=config.attribution,
+                    segmentation=config.segmentation, style=config.style, found=result.found,
+                    verified=result.verified, regions=result.regions, completed=result.completed,
+                    depth=len(result.regions), greedy_depth=result.search.greedy_depth,
+                    n_regions=int(result.segments.max()) + 1, queries=result.queries,
+                    obfuscated_fraction=result.obfuscated_fraction, unsafe_probability_steps=steps,
+                    unsafe_probability_after=after, mask=RLE.from_mask(result.mask),
                 )
             )
-            evidence[clf.category] = {
-                "model": clf.name,
-                "found": cf.found,
-                "depth": cf.depth,
-                "fraction": float(mask.mean()),
-                "steps": steps,
-                "after": after,
-                "mask": mask,
-            }
-            artifacts.attributions[clf.category] = attribution
-            artifacts.segments[clf.category] = labels
-            artifacts.masks[clf.category] = mask
-            current, union = output, union | mask
+            artifacts.attributions[clf.category] = result.attribution
+            artifacts.segments[clf.category] = result.segments
+            artifacts.masks[clf.category] = result.mask
+            if result.output is None or not result.verified:
+                searched_all = False
+                if result.output is not None:  # what the search found, for the 'prefix' fallback
+                    current, union = result.output, union | result.mask
+                break  # no verified output is possible for this model: the fallback decides the rest
+            current, union = result.output, union | result.mask
 
         verdict = "unsafe" if any(c.unsafe for c in categories) else "safe"
         result_kwargs: dict = {}
-        if union.any():
+        if verdict == "unsafe":
             t = time.perf_counter()
-            after_all = {clf.category: _unsafe_probability(clf, current) for clf in self.classifiers}
-            timings["recheck"] = time.perf_counter() - t
-            artifacts.obfuscated = current
+            check = verify(
+                self.classifiers, current, threshold=config.threshold, margin=config.margin,
+                perturbations=config.perturbations, flagged=flagged_models,
+            )
+            timings["verify"] = time.perf_counter() - t
+            passed = searched_all and check.passed and bool(union.any())
+            fallback = None
+            if not passed:
+                fallback = self.fallback
+                union = {"full": np.ones_like(union), "prefix": union, "none": np.zeros_like(union)}[fallback]
+                # the verification recorded stays that of the search's output, the one that failed
+                current = Obfuscator(config.style, **config.style_params)(image, union) if fallback == "full" else current
+            artifacts.obfuscated = current if union.any() else None
             result_kwargs = {
-                "mask": RLE.from_mask(union),
+                "mask": RLE.from_mask(union) if union.any() else None,
                 "obfuscated_fraction": float(union.mean()),
-                "obfuscated_safe": not any(self._is_unsafe(p) for p in after_all.values()),
-                "unsafe_probability_after": after_all,
+                "obfuscated_safe": passed,
+                "output_status": "verified" if passed else "not verified",
+                "fallback": fallback,
+                "verification": VerificationResult(**check.as_dict()),
+                "unsafe_probability_after": {
+                    clf.category: check.unsafe_probabilities[clf.name]["output"] for clf in self.classifiers
+                },
             }
 
         t = time.perf_counter()
         control = {c.category: c.unsafe_probability for c in categories}
         explanation = make_rationale(
-            image, control, evidence, backend=self.rationale_backend, threshold=self.threshold, **self.rationale_options
+            image, control, _evidence(counterfactuals, artifacts, result_kwargs), backend=self.rationale_backend,
+            threshold=config.threshold, **self.rationale_options,
         )
         timings["rationale"] = time.perf_counter() - t
         timings["total"] = timings["load"] + timings["classify"] + time.perf_counter() - t0
@@ -324,8 +281,26 @@ class Safeguard:
         return result
 
 
-def _unsafe_probability(clf: Classifier, image: np.ndarray) -> float:
-    return float(clf.unsafe_probability(clf.predict_proba(image[None]))[0])
+def _evidence(counterfactuals: list[CounterfactualResult], artifacts: ScanArtifacts, outcome: dict) -> dict:
+    """What the rationale may state, from the typed results only: per category the search's
+    outcome and its mask, and for the image whether the output was verified and which fallback
+    was applied."""
+    evidence: dict = {
+        c.category: {
+            "model": c.model, "found": c.found, "verified": c.verified, "depth": len(c.regions) - len(c.completed),
+            "completed": len(c.completed), "fraction": c.obfuscated_fraction, "steps": c.unsafe_probability_steps,
+            "after": c.unsafe_probability_after, "mask": artifacts.masks.get(c.category),
+        }
+        for c in counterfactuals
+    }
+    if outcome:
+        verification = outcome["verification"]
+        evidence["_output"] = {
+            "verified": outcome["obfuscated_safe"], "fallback": outcome["fallback"],
+            "fraction": outcome["obfuscated_fraction"], "perturbations": list(verification.perturbations),
+            "models": list(verification.models),
+        }
+    return evidence
 
 
 def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage) -> LoadedImage:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 
 class Taxonomy(BaseModel):
@@ -84,23 +84,40 @@ class CategoryResult(BaseModel):
 
 
 class CounterfactualResult(BaseModel):
-    """CSE for one unsafe category: the regions whose obfuscation flips that classifier."""
+    """CSE for one unsafe category: the regions whose obfuscation hides the content from that
+    classifier (``hide`` mode: verified with a margin and on re-upload copies)."""
 
     category: str
     model: str
+    mode: Literal["hide", "paper", "minimal"] = Field(description="hide: margin, completion, robust verification; "
+                                                      "paper: the greedy prefix at the first flip; minimal: that prefix pruned")
     attribution: str
     segmentation: str
     style: str
-    found: bool
-    regions: list[int] = Field(description="region ids of the final set, in the order they were masked")
-    depth: int = Field(description="number of regions after pruning")
-    greedy_depth: int = Field(description="number of regions of the greedy prefix before pruning")
+    found: bool = Field(description="the search reached its stop level (hide: 1 - threshold - margin; otherwise the flip) within budget")
+    verified: bool = Field(description="the output of this category's CSE passed verification")
+    regions: list[int] = Field(description="region ids obfuscated: the search's, in the order masked, then the completed ones")
+    completed: list[int] = Field(default_factory=list, description="region ids added by evidence completion (hide mode)")
+    depth: int = Field(description="number of regions obfuscated (search and completion; after pruning in minimal mode)")
+    greedy_depth: int = Field(description="number of regions of the greedy prefix the search stopped at")
     n_regions: int = Field(description="number of regions the segmentation produced")
     queries: int = Field(description="images classified during the search")
     obfuscated_fraction: float
     unsafe_probability_steps: list[float] = Field(description="unsafe probability of the original, then of each greedy prefix")
-    unsafe_probability_after: float = Field(description="unsafe probability of the verified output")
+    unsafe_probability_after: float = Field(description="this model's unsafe probability of this category's output")
     mask: RLE
+
+
+class VerificationResult(BaseModel):
+    """What was checked before an output was called safe (``safeview.verify``)."""
+
+    models: list[str]
+    threshold: float = Field(description="the flip threshold on the safe side")
+    margin: float = Field(description="models that flagged the image must give at most 1 - threshold - margin")
+    perturbations: list[str] = Field(description="re-upload copies checked besides the output itself")
+    unsafe_probabilities: dict[str, dict[str, float]] = Field(description="model -> copy ('output' or a perturbation) -> unsafe probability")
+    required: dict[str, float] = Field(description="model -> the highest unsafe probability it may give any copy")
+    passed: bool
 
 
 class Rationale(BaseModel):
@@ -119,9 +136,9 @@ class Versions(BaseModel):
 class ScanResult(BaseModel):
     """Everything SafeView concluded about one image."""
 
-    model_config = ConfigDict(json_schema_extra={"$id": "https://safeview.dev/schema/scan-result-1.0.json"})
+    model_config = ConfigDict(json_schema_extra={"$id": "https://safeview.dev/schema/scan-result-2.0.json"})
 
-    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    schema_version: Literal["2.0"] = SCHEMA_VERSION
     input: InputInfo
     verdict: Literal["safe", "unsafe"]
     categories: list[CategoryResult]
@@ -129,8 +146,17 @@ class ScanResult(BaseModel):
     mask: RLE | None = Field(None, description="union of all obfuscated regions (None when safe)")
     obfuscated_fraction: float = 0.0
     obfuscated_safe: bool | None = Field(
-        None, description="the obfuscated output re-classified safe by every model (None when nothing was obfuscated)"
+        None,
+        description="true only when the output passed verification (every model, with the margin, also on the re-upload "
+        "copies); false when it did not and the fallback was applied; None for a safe image",
     )
+    output_status: Literal["verified", "not verified"] | None = Field(
+        None, description="plain words for obfuscated_safe: 'verified' or 'not verified' (None for a safe image)"
+    )
+    fallback: Literal["full", "prefix", "none"] | None = Field(
+        None, description="the fallback applied because no verified output existed (None when verified or safe)"
+    )
+    verification: VerificationResult | None = Field(None, description="the checks run on the final output")
     unsafe_probability_after: dict[str, float] = Field(
         default_factory=dict, description="category -> unsafe probability of the obfuscated output"
     )
@@ -140,6 +166,12 @@ class ScanResult(BaseModel):
     outputs: dict[str, str] = Field(default_factory=dict, description="kind -> path of files written for this image")
 
     _artifacts: Any = PrivateAttr(default=None)
+
+    @property
+    def output_suffix(self) -> str:
+        """How an obfuscated output file of this result ends: ``safe.png`` only when it passed
+        verification, ``not-verified.png`` otherwise, so no file name calls an unverified image safe."""
+        return "safe.png" if self.obfuscated_safe else "not-verified.png"
 
     @property
     def artifacts(self) -> Any:

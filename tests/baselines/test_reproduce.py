@@ -52,11 +52,13 @@ def test_methods_table_end_to_end(tmp_path, monkeypatch):
     module.main()
     results = json.loads((tmp_path / "results.json").read_text())
     names = results["tables"]["methods"]
-    assert names == ["cse fullgrad / bass", "csra", "sedc", "lime", "boxes of cse regions", "boxes of true stand-ins"]
+    assert names == ["cse fullgrad / bass, leak-free default", "cse fullgrad / bass", "csra", "sedc", "lime",
+                     "boxes of cse regions", "boxes of true stand-ins"]
     for name in names:
         summary = results["summaries"][name]["sexual"]
         assert summary["images"] == 2 and summary["flagged_pct"] == 100.0
         assert len(results["images"][name]["sexual"]) == 2
+        assert {"leak_rate", "recall_median", "recall_p10", "area_ratio_median"} <= set(summary)
     assert results["summaries"]["csra"]["sexual"]["queries"] == 256
     assert results["summaries"]["boxes of true stand-ins"]["sexual"]["recall"] in (None, 1.0)
     cse = results["summaries"]["cse fullgrad / bass"]["sexual"]

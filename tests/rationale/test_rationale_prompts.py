@@ -80,9 +80,18 @@ def test_evidence_backend_and_unknown_backend():
     image = np.zeros((30, 30, 3), np.uint8)
     mask = np.zeros((30, 30), bool)
     mask[:8, -8:] = True
-    ev = {"cyberbullying": {"model": "m", "found": True, "depth": 1, "fraction": 0.07, "steps": [0.9, 0.2], "after": 0.2, "mask": mask}}
+    ev = {"cyberbullying": {"model": "m", "found": True, "verified": True, "depth": 1, "completed": 0, "fraction": 0.07,
+                            "steps": [0.9, 0.2], "after": 0.2, "mask": mask},
+          "_output": {"verified": True, "fallback": None, "perturbations": ["jpeg"], "models": ["m"]}}
     r = rationale(image, {"cyberbullying": 0.9, "sexual": 0.1}, ev)
     assert r.backend == "evidence" and "Obfuscating 1 region" in r.text and "top-right" in r.text and "gestures" in r.text
+    assert "verified safe by every model" in r.text and "bit-identical" in r.text
+    # an output that failed verification: no sentence may claim the regions hold the content
+    failed = {"cyberbullying": {**ev["cyberbullying"], "verified": False},
+              "_output": {"verified": False, "fallback": "full", "perturbations": ["jpeg"], "models": ["m"]}}
+    text = rationale(image, {"cyberbullying": 0.9}, failed).text
+    assert "failed verification" in text and "whole image is obfuscated" in text and "not verified" in text
+    assert "lies in those regions" not in text and "bit-identical" not in text and "untouched" not in text
     assert set(BACKENDS) == {"evidence", "instructblip", "openai"}
     with pytest.raises(ValueError, match="unknown rationale backend"):
         rationale(image, {}, {}, backend="nope")

@@ -136,7 +136,7 @@ async function show(index) {
     return tr;
   }));
   $("obfuscation").textContent = result.mask
-    ? `Obfuscated ${percent(result.obfuscated_fraction)} of the image; output re-classified ${result.obfuscated_safe ? "safe" : "still unsafe"}.`
+    ? `Obfuscated ${percent(result.obfuscated_fraction)} of the image; output ${result.obfuscated_safe ? "verified safe" : "NOT VERIFIED" + (result.fallback === "full" ? " (whole image obfuscated)" : "")}.`
     : "";
   $("rationale").textContent = (result.rationale && result.rationale.text) || "—";
   $("note").value = scan.decision_note || "";

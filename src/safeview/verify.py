@@ -1,0 +1,139 @@
+"""Robust verification of an obfuscated output: is it safe for every model, with a margin, and does
+it stay safe on the copies a re-upload would make (JPEG re-encoding, rescaling, mirroring)?
+
+The paper checks only that the searching classifier's decision flipped at 0.5. A flip that close to
+the threshold is fragile — a JPEG round trip or a resize can bring the content back over it — so
+SafeView calls an output safe only when every model that flagged the image puts its unsafe
+probability at most ``1 - threshold - margin`` on the output and on each perturbed copy (the safe
+side is then at least ``threshold + margin``; ``threshold`` is the paper's flip threshold on the safe
+side, 0.5). The result records what was
+checked, so a caller can say exactly what was and was not verified.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .classify import Classifier
+
+
+def _jpeg(image: np.ndarray, quality: int = 75) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def _rescale(image: np.ndarray, factor: float = 0.5) -> np.ndarray:
+    """Down to ``factor`` and back up: the detail a thumbnail or a re-upload at lower resolution keeps."""
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _mirror(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image[:, ::-1])
+
+
+def _crop(image: np.ndarray, corner: int, side: float = 0.625) -> np.ndarray:
+    """One corner (0 top-left … 3 bottom-right) of ``side`` × the image, enlarged back to full
+    size: a crop shows a classifier small content it overlooks in the whole frame."""
+    h, w = image.shape[:2]
+    ch, cw = max(1, round(h * side)), max(1, round(w * side))
+    y, x = (0 if corner < 2 else h - ch), (0 if corner % 2 == 0 else w - cw)
+    return cv2.resize(image[y : y + ch, x : x + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+#: name -> the copy a re-upload could produce (same size as the input, uint8 RGB)
+PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "jpeg": _jpeg,
+    "rescale": _rescale,
+    "mirror": _mirror,
+    **{f"crop{i}": (lambda image, i=i: _crop(image, i)) for i in range(4)},
+}
+
+
+def check_perturbations(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate perturbation names once, where a configuration is built."""
+    unknown = [n for n in names if n not in PERTURBATIONS]
+    if unknown:
+        raise ValueError(f"unknown perturbation(s) {unknown}; choose from {', '.join(PERTURBATIONS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def perturbed_copies(image: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
+    """``image`` itself, then one copy per perturbation in ``names``."""
+    return [image] + [PERTURBATIONS[n](image) for n in names]
+
+
+@dataclass
+class Verification:
+    """What was checked and what every model said: ``unsafe_probabilities[model][copy]`` with copy
+    ``"output"`` or a perturbation name; ``required[model]`` the highest unsafe probability that
+    model may give any copy (``threshold`` is on the safe side, as in the paper's flip rule); ``passed`` only when every model met it on every copy."""
+
+    models: list[str]
+    threshold: float
+    margin: float
+    perturbations: list[str]
+    unsafe_probabilities: dict[str, dict[str, float]] = field(default_factory=dict)
+    required: dict[str, float] = field(default_factory=dict)
+    passed: bool = False
+
+    def failures(self) -> list[str]:
+        """``model/copy`` for every check that failed."""
+        return [
+            f"{m}/{copy}"
+            for m, copies in self.unsafe_probabilities.items()
+            for copy, p in copies.items()
+            if p > self.required[m]
+        ]
+
+    def as_dict(self) -> dict:
+        return {
+            "models": list(self.models),
+            "threshold": self.threshold,
+            "margin": self.margin,
+            "perturbations": list(self.perturbations),
+            "unsafe_probabilities": {m: dict(v) for m, v in self.unsafe_probabilities.items()},
+            "required": dict(self.required),
+            "passed": self.passed,
+        }
+
+
+def verify(
+    classifiers: Sequence[Classifier],
+    image: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    margin: float = 0.3,
+    perturbations: Sequence[str] = tuple(PERTURBATIONS),
+    flagged: Sequence[str] | None = None,
+    copies: list[np.ndarray] | None = None,
+) -> Verification:
+    """Classify ``image`` and its perturbed copies with every model (one forward per model) and
+    decide whether it is safe to show.
+
+    A model named in ``flagged`` (default: every model) must give an unsafe probability of at most
+    ``1 - threshold - margin`` on every copy; a model that did not flag the original only has to
+    keep calling it safe (at most ``1 - threshold``), since the margin is about content that was
+    found and hidden. ``copies`` reuses
+    copies the caller already made with :func:`perturbed_copies`."""
+    names = check_perturbations(perturbations)
+    if not classifiers:
+        raise ValueError("verification needs at least one model")
+    batch = copies if copies is not None else perturbed_copies(image, names)
+    labels = ["output", *names]
+    flagged = [c.name for c in classifiers] if flagged is None else list(flagged)
+    result = Verification([c.name for c in classifiers], threshold, margin, list(names))
+    for clf in classifiers:
+        p = clf.unsafe_probability(clf.predict_proba(np.stack(batch)))
+        result.unsafe_probabilities[clf.name] = {label: float(v) for label, v in zip(labels, p)}
+        result.required[clf.name] = 1.0 - threshold - (margin if clf.name in flagged else 0.0)
+    result.passed = not result.failures()
+    return result

@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from safeview.verify import PERTURBATIONS, perturbed_copies, verify
+
+
+def test_copies_keep_the_shape_and_differ(photo):
+    copies = perturbed_copies(photo, list(PERTURBATIONS))
+    assert len(copies) == 1 + len(PERTURBATIONS) and copies[0] is photo
+    for copy in copies[1:]:
+        assert copy.shape == photo.shape and copy.dtype == np.uint8 and not np.array_equal(copy, photo)
+
+
+def test_margin_and_flagged_models(red_classifier, red_scene):
+    image, truth = red_scene
+    partly = image.copy()
+    ys, xs = np.nonzero(truth)
+    partly[ys.min() : ys.min() + 20, xs.min() : xs.max() + 1] = 128  # most of the square hidden
+    p = float(red_classifier.unsafe_probability(red_classifier.predict_proba(partly[None]))[0])
+    assert 0.0 < p < 0.5, p  # the classifier alone would call it safe
+    strict = verify([red_classifier], partly, margin=0.49, perturbations=["jpeg"])
+    assert not strict.passed and "red-detector/output" in strict.failures()
+    assert strict.required["red-detector"] == pytest.approx(0.01)
+    # a model that did not flag the original only has to keep calling it safe
+    lenient = verify([red_classifier], partly, margin=0.49, perturbations=["jpeg"], flagged=[])
+    assert lenient.passed == all(v <= 0.5 for v in lenient.unsafe_probabilities["red-detector"].values())
+    assert set(strict.unsafe_probabilities["red-detector"]) == {"output", "jpeg"}
+
+
+def test_unknown_perturbation_and_no_models(photo, red_classifier):
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        verify([red_classifier], photo, perturbations=["rotate"])
+    with pytest.raises(ValueError):
+        verify([], photo)
