@@ -9,12 +9,15 @@ area ratio, safe pixels left bit-identical, :mod:`safeview.leakage`), verificati
 Images come from ``safeview.synth`` with a seed the demo models never saw in training (they were
 trained on seed 0), all unsafe, split evenly across the three categories; each category's demo
 model scans its own category's images, as the paper pairs classifiers and datasets. ``--model``
-replaces the demo models (``{category}`` is filled in), e.g. with a classifier that keys on a
-fragment. Only flagged images are searched.
+replaces the demo models (``{category}`` is filled in); ``--model fragment`` uses the tests'
+hand-built classifier that keys on one colour of the sexual stand-in (``tests/scenes.py``,
+``ColourFragmentDetector``), the case a minimal flip leaks on. Only flagged images are searched.
 
-An output is *reported safe* when ``cse`` verified it (every check of :mod:`safeview.verify`
-passed); ``paper`` and ``minimal`` outputs are also scored as their own criterion reports them
-(``flip-safe``: the classifier flipped at 0.5), since that is what the paper counted.
+An output is *reported safe* in ``hide`` mode when ``cse`` verified it (every check of
+:mod:`safeview.verify` passed); ``paper`` and ``minimal`` outputs are scored as their own criterion
+reports them (the classifier flipped at 0.5), since that is what the paper counted. *Robust* is the
+share of outputs reported safe that the classifier still calls safe on four re-upload copies that
+verification never checks (JPEG 50, 0.7× rescale, 80 % centre crop, +25 brightness).
 """
 
 from __future__ import annotations
@@ -52,8 +55,40 @@ def fmt(v, spec: str = ".1f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def classifier_for(spec: str, category: str):
+    """``--model``: a name or path with ``{category}`` filled in, or ``fragment`` (tests/scenes.py)."""
+    if spec == "fragment":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from scenes import ColourFragmentDetector
+
+        return ColourFragmentDetector.build(category=category)
+    return load_classifier(spec.format(category=category))
+
+
+def held_out_copies(image: np.ndarray) -> list[np.ndarray]:
+    """Re-upload copies verification never checks (so robustness is measured, not assumed): JPEG
+    at quality 50, a 0.7× rescale, a centre crop of 80 % enlarged back, a brighter copy."""
+    import io
+
+    import cv2
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=50)
+    jpeg = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    small = cv2.resize(image, (round(w * 0.7), round(h * 0.7)), interpolation=cv2.INTER_AREA)
+    rescaled = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    dy, dx = h // 10, w // 10
+    crop = cv2.resize(image[dy : h - dy, dx : w - dx], (w, h), interpolation=cv2.INTER_LINEAR)
+    bright = np.clip(image.astype(np.int16) + 25, 0, 255).astype(np.uint8)
+    return [jpeg, rescaled, crop, bright]
+
+
 def score_image(classifier, sample, config: CSEConfig) -> dict:
-    """One image: flagged?, then CSE's result scored against the sample's exact mask."""
+    """One image: flagged?, then CSE's result scored against the sample's exact mask, and whether
+    an output reported safe stays safe (unsafe probability below ``1 - threshold``) on
+    :func:`held_out_copies`."""
     probs = classifier.predict_proba(sample.image[None])[0]
     p_unsafe = float(probs[classifier.unsafe_indices].sum())
     row: dict = {"seed": sample.seed, "flagged": 1.0 - p_unsafe <= config.threshold}
@@ -77,9 +112,18 @@ def score_image(classifier, sample, config: CSEConfig) -> dict:
         obfuscated=result.obfuscated_fraction,
         truth=float(sample.mask.mean()),
         failures=result.verification.failures() if result.verification else None,
+        held_out_safe=None if result.output is None else bool(
+            (classifier.unsafe_probability(classifier.predict_proba(np.stack(held_out_copies(result.output))))
+             < 1.0 - config.threshold).all()
+        ),
         **leakage(result.mask, sample.mask, sample.image, result.output if result.found else None),
     )
     return row
+
+
+def _pct_true(values: list) -> float | None:
+    known = [v for v in values if v is not None]
+    return 100.0 * sum(known) / len(known) if known else None
 
 
 def summarise(rows: list[dict], mode: str) -> dict:
@@ -104,8 +148,9 @@ def summarise(rows: list[dict], mode: str) -> dict:
         "queries": _mean([r["queries"] for r in flagged]),
         "seconds": _mean([r["seconds"] for r in flagged]),
         **summarise_leakage(flagged),
-        # how robust the outputs the classifier alone calls safe are: the share verification passes
-        "robust_pct": 100.0 * sum(r["verified"] for r in shown) / len(shown) if shown else None,
+        # robustness: the share of outputs reported safe that stay safe on re-upload copies that
+        # verification never checked (held_out_copies)
+        "robust_pct": _pct_true([r.get("held_out_safe") for r in shown]),
     }
 
 
@@ -116,10 +161,10 @@ COLUMNS = (
     ("leak rate %", "leak_rate", "pct"),
     ("recall median (p10)", None, None),
     ("area ratio median", "area_ratio_median", ".2f"),
-    ("safe px identical %", "safe_identical_mean", "pct"),
+    ("safe px identical % median (mean)", None, None),
     ("depth (greedy)", None, None),
     ("obfuscated % (truth %)", None, None),
-    ("robust %", "robust_pct", ".1f"),
+    ("robust % (held-out copies)", "robust_pct", ".1f"),
     ("queries", "queries", ".1f"),
     ("s/image", "seconds", ".3f"),
 )
@@ -129,6 +174,9 @@ def _cell(s: dict, key: str | None, spec: str | None, title: str) -> str:
     if key is None:
         if title.startswith("recall"):
             return f"{fmt(s['recall_median'], '.3f')} ({fmt(s['recall_p10'], '.3f')})"
+        if title.startswith("safe px"):
+            pct = lambda v: None if v is None else 100 * v  # noqa: E731
+            return f"{fmt(pct(s['safe_identical_median']))} ({fmt(pct(s['safe_identical_mean']))})"
         if title.startswith("depth"):
             return f"{fmt(s['depth'], '.2f')} ({fmt(s['greedy_depth'], '.2f')})"
         return f"{fmt(s['obfuscated_pct'])} ({fmt(s['truth_pct'])})"
@@ -144,6 +192,21 @@ def markdown(results: list[dict]) -> str:
         for r in results
     ]
     return head + "\n".join(lines) + "\n"
+
+
+def resummarise(run: dict) -> str:
+    """The Markdown table of a saved run, recomputed from its per-image rows."""
+    results = []
+    for r in run["results"]:
+        if r["category"] == "all":
+            continue
+        results.append({"label": r["mode"], "category": r["category"], **summarise(r["rows"], r["mode"])})
+    for mode in dict.fromkeys(r["mode"] for r in run["results"]):
+        pooled = [row for r in run["results"] if r["mode"] == mode and r["category"] != "all" for row in r["rows"]]
+        results.append({"label": mode, "category": "all", **summarise(pooled, mode)})
+    meta = run["meta"]
+    return f"`{meta.get('command', '')}` (load average {meta.get('load_average_start', float('nan')):.2f} at start, " \
+           f"{meta.get('load_average_end', float('nan')):.2f} at end)\n\n" + markdown(results)
 
 
 def _value(text: str):
@@ -167,7 +230,12 @@ def main() -> None:
     parser.add_argument("--categories", default=",".join(CATEGORIES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/out/cse.json"))
+    parser.add_argument("--summarise", type=Path, default=None, metavar="JSON",
+                        help="print the table of an earlier run's JSON (its per-image rows), scoring nothing")
     args = parser.parse_args()
+    if args.summarise:
+        print(resummarise(json.loads(args.summarise.read_text())))
+        return
     set_threads(args.threads)
     categories = args.categories.split(",")
     per = args.n // len(categories)
@@ -179,7 +247,7 @@ def main() -> None:
     for mode in args.modes.split(","):
         config = replace(base, mode=mode)
         for ci, category in enumerate(categories):
-            classifier = load_classifier(args.model.format(category=category))
+            classifier = classifier_for(args.model, category)
             seeds = [args.seed * 1_000_000 + ci * per + i for i in range(per)]
             t0 = time.perf_counter()
             rows = [score_image(classifier, make_sample(category, True, seed=s, size=args.size), config) for s in seeds]

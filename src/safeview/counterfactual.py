@@ -263,23 +263,6 @@ def _disk(radius: int) -> np.ndarray:
     return (ys * ys + xs * xs) <= radius * radius
 
 
-def region_contacts(segments: np.ndarray) -> list[dict[int, int]]:
-    """For each region ``0..K-1``, its neighbours (4-neighbourhood) and how many pixel edges it
-    shares with each: the share of a region's boundary that one neighbour holds says whether that
-    neighbour surrounds it."""
-    k = int(segments.max()) + 1
-    seg = segments.astype(np.int64)
-    a = np.concatenate([seg[:, :-1].ravel(), seg[:-1].ravel()])
-    b = np.concatenate([seg[:, 1:].ravel(), seg[1:].ravel()])
-    differ = a != b
-    codes = np.concatenate([a[differ] * k + b[differ], b[differ] * k + a[differ]])
-    unique, counts = np.unique(codes, return_counts=True)
-    contacts: list[dict[int, int]] = [{} for _ in range(k)]
-    for code, c in zip(unique.tolist(), counts.tolist()):
-        contacts[code // k][code % k] = c
-    return contacts
-
-
 def region_colours(image: np.ndarray, segments: np.ndarray) -> np.ndarray:
     """Mean CIE Lab colour (D65, L in 0..100) of each region ``0..K-1`` (K×3), converted with
     OpenCV (a tenth of scikit-image's time)."""
@@ -326,6 +309,8 @@ def complete_evidence(
 
     Returns the regions added (in the order added) and the final mask."""
     from scipy import ndimage
+
+    from .segment import region_contacts
 
     chosen = [int(r) for r in chosen]
     mask = regions_mask(segments, chosen)

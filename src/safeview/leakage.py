@@ -50,8 +50,8 @@ def _quantile(values: list[float], q: float) -> float | None:
 def summarise_leakage(rows: Iterable[dict]) -> dict:
     """Leakage over outputs: ``rows`` hold :func:`leakage`'s keys and ``reported_safe`` (the output
     was called safe and would be shown). Medians and the 10th percentile of recall, the leak rate
-    among outputs reported safe, the median area ratio and the mean share of identical safe pixels,
-    each over the outputs reported safe."""
+    among outputs reported safe, the median area ratio and the mean and median share of identical
+    safe pixels, each over the outputs reported safe."""
     safe = [r for r in rows if r.get("reported_safe")]
     recalls = [r["recall"] for r in safe]
     ratios = [r["area_ratio"] for r in safe if r.get("area_ratio") is not None]
@@ -64,4 +64,5 @@ def summarise_leakage(rows: Iterable[dict]) -> dict:
         "recall_p10": _quantile(recalls, 0.1),
         "area_ratio_median": _quantile(ratios, 0.5),
         "safe_identical_mean": float(statistics.fmean(identical)) if identical else None,
+        "safe_identical_median": _quantile(identical, 0.5),
     }

@@ -45,6 +45,23 @@ def connected_labels(labels: np.ndarray) -> np.ndarray:
     return (components - 1).astype(np.int32)
 
 
+def region_contacts(segments: np.ndarray) -> list[dict[int, int]]:
+    """For each region ``0..K-1``, its neighbours (4-neighbourhood) and how many pixel edges it
+    shares with each: the share of a region's boundary that one neighbour holds says whether that
+    neighbour surrounds it."""
+    k = int(segments.max()) + 1
+    seg = segments.astype(np.int64)
+    a = np.concatenate([seg[:, :-1].ravel(), seg[:-1].ravel()])
+    b = np.concatenate([seg[:, 1:].ravel(), seg[1:].ravel()])
+    differ = a != b
+    codes = np.concatenate([a[differ] * k + b[differ], b[differ] * k + a[differ]])
+    unique, counts = np.unique(codes, return_counts=True)
+    contacts: list[dict[int, int]] = [{} for _ in range(k)]
+    for code, c in zip(unique.tolist(), counts.tolist()):
+        contacts[code // k][code % k] = c
+    return contacts
+
+
 def segment(
     image: np.ndarray,
     method: str = "slic",

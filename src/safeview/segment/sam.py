@@ -150,23 +150,14 @@ def merge_small_regions(labels: np.ndarray, min_region: int) -> np.ndarray:
     """Split ``labels`` into 4-connected regions, then merge every region smaller than
     ``min_region`` pixels, smallest first, into the neighbour it shares the longest border with
     (ties: the larger neighbour, then the lower label). Returns labels ``0..K-1`` (int32)."""
-    from . import connected_labels
+    from . import connected_labels, region_contacts
 
     labels = connected_labels(labels)
     k = int(labels.max()) + 1
     if min_region <= 1 or k == 1:
         return labels
     sizes = np.bincount(labels.ravel(), minlength=k).astype(np.int64)
-    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
-    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
-    cut = a != b
-    pairs = np.stack([np.minimum(a[cut], b[cut]), np.maximum(a[cut], b[cut])], 1)
-    adjacency: list[dict[int, int]] = [{} for _ in range(k)]
-    if len(pairs):
-        unique, counts = np.unique(pairs, axis=0, return_counts=True)
-        for (p, q), c in zip(unique.tolist(), counts.tolist()):
-            adjacency[p][q] = c
-            adjacency[q][p] = c
+    adjacency = region_contacts(labels)
     parent = np.arange(k)
     heap = [(int(s), r) for r, s in enumerate(sizes) if s < min_region]
     heapq.heapify(heap)
