@@ -55,7 +55,7 @@ def test_scan_with_sam(tmp_path, standin, tiny_sam):
     out = tmp_path / "out"
     result = runner.invoke(app, ["scan", str(standin), "--out", str(out), "--models", "demo-sexual",
                                  "--segmentation", "sam", "--sam", str(tiny_sam), "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # 1: the stand-in is unsafe
     row = json.loads((out / "results.jsonl").read_text().splitlines()[0])
     assert row["verdict"] == "unsafe"
     assert all(cf["segmentation"] == "sam" for cf in row["counterfactuals"])

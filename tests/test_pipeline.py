@@ -132,7 +132,8 @@ def test_unverified_output_is_never_written_as_safe(red_classifier, red_scene, t
         run = CliRunner().invoke(app, ["scan", str(src), "--out", str(out), "--segmentation", "slic", "--margin", "0.45"])
     finally:
         pipeline.load_model_set = original
-    assert run.exit_code == 0, run.output
+    assert run.exit_code == 1, run.output  # the image is unsafe
+    assert "unsafe not-verified" in run.stdout
     assert not list(out.glob("*.safe.png"))
     (written,) = list(out.glob("*.not-verified.png"))
     record = json.loads(next(out.glob("scene-*.json")).read_text())

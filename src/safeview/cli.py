@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(stderr=True)
 
@@ -32,7 +33,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: Optional[bool] = typer.Option(None, "--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
     """SafeView command line."""
 
@@ -120,7 +121,12 @@ def scan(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON result per line on stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite results already in --out."),
 ) -> None:
-    """Scan images: classify, find and obfuscate the minimal unsafe regions, explain, report."""
+    """Scan images: classify, find and obfuscate the unsafe regions, verify, explain, report.
+
+    Prints one line per image on stdout ("safe PATH", "unsafe verified PATH" or "unsafe
+    not-verified PATH", tab-separated; with --json the result itself); diagnostics and progress go
+    to stderr. Exit code: 2 if any input or setting failed, else 1 if any image is unsafe, else 0.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     _segmentation_params(segmentation, sam, load=False)  # flag mismatches and a missing --sam folder first
@@ -133,7 +139,7 @@ def scan(
     if out.exists() and any((out / n).exists() for n in ("results.jsonl", "report.html")) and not force:
         fail(f"{out}: already holds results; pass --force to overwrite them or choose another --out")
     if not files:
-        fail("no images to scan", 1 if errors else 2)
+        fail("no images to scan")
 
     from .errors import SafeViewError
     from .images import load_image_info
@@ -180,8 +186,10 @@ def scan(
             entries.append({"result": json.loads(text), "assets": assets})
             if json_out:
                 sys.stdout.write(text + "\n")
-            elif not console.is_terminal:
-                console.print(f"{result.verdict:6s} {path}", highlight=False, soft_wrap=True)
+            else:  # one verdict line per image on stdout, for grep and scripts; the rest goes to stderr
+                status = "" if result.verdict == "safe" else f" {(result.output_status or 'not verified').replace(' ', '-')}"
+                sys.stdout.write(f"{result.verdict}{status}\t{path}\n")
+                sys.stdout.flush()
 
         def report_error(path: Path, exc: Exception) -> None:
             nonlocal failed
@@ -215,7 +223,10 @@ def scan(
     console.print(
         f"{len(files) - failed} scanned, {n_unsafe} unsafe, {total_failed} failed. Report: {report}", highlight=False, soft_wrap=True
     )
+    # exit codes, as virus scanners have them: 2 if anything failed, else 1 if anything is unsafe, else 0
     if total_failed:
+        raise typer.Exit(2)
+    if n_unsafe:
         raise typer.Exit(1)
 
 

@@ -64,7 +64,7 @@ def region_contacts(segments: np.ndarray) -> list[dict[int, int]]:
 
 def segment(
     image: np.ndarray,
-    method: str = "slic",
+    method: str = "bass",
     attribution: np.ndarray | None = None,
     **params,
 ) -> np.ndarray:
