@@ -8,14 +8,8 @@ import torch
 from PIL import Image
 
 from safeview.errors import SafeViewError
-from safeview.evaluate import (
-    classification_metrics,
-    evaluate_classifier,
-    expected_calibration_error,
-    roc_auc,
-    roc_curve,
-    write_evaluation,
-)
+from safeview.evaluate import evaluate_classifier, write_evaluation
+from safeview.metrics import classification_metrics, expected_calibration_error, roc_auc, roc_curve
 from safeview.train import LabelledImages, fit_temperature, stratified_split, write_split
 
 

@@ -122,7 +122,7 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
 def list_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
     """Folders (recursive), globs, image files and manifests -> (paths in order, [(item, error)]).
     Paths a manifest names are kept even when missing: they become error rows."""
-    from .cli import expand_inputs
+    from .inputs import expand_inputs
 
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths: list[str] = []

@@ -3,7 +3,6 @@ that need them, so ``--help`` and ``--version`` stay fast."""
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
+from .inputs import expand_inputs
 from .service.config import DEFAULT_DB, DEFAULT_STORAGE
 
 app = typer.Typer(
@@ -42,30 +42,6 @@ def fail(message: str, code: int = 2) -> None:
     """Print a one-line error and exit non-zero."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-def expand_inputs(items: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (recursive, image suffixes only) and globs -> (files, [(item, error)])."""
-    from .images import IMAGE_SUFFIXES
-
-    files: list[Path] = []
-    errors: list[tuple[str, str]] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                errors.append((item, "folder holds no image files (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")"))
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
-            if not matches:
-                errors.append((item, "no such file, folder or matching glob"))
-            files.extend(matches)
-    unique = list(dict.fromkeys(p.resolve() for p in files))
-    return unique, errors
 
 
 def _rationale_options(backend: str, vlm: Optional[Path], guidance: float, url: Optional[str], model: Optional[str]) -> dict:

@@ -36,7 +36,7 @@ from torch.utils.data import Dataset as TorchDataset
 from . import nets
 from .classify import _RESAMPLE, CHECKPOINT_FORMAT, Classifier, Preprocess, file_sha256, read_torch_file
 from .errors import ImageError, ModelError, SafeViewError
-from .evaluate import classification_metrics, expected_calibration_error
+from .metrics import classification_metrics, expected_calibration_error
 from .images import IMAGE_SUFFIXES, load_image, load_image_info
 
 PARTS = ("train", "val", "test")

@@ -1,7 +1,8 @@
 """The ``openai`` rationale backend: any OpenAI-compatible chat-completions endpoint serving a VLM
 (vLLM, Ollama, llama.cpp server, a cloud service), given a base URL and a model name. The image goes
 as a base64 PNG data URL with the conditioned prompt of the prior; replies can optionally be asked
-for in LlavaGuard's JSON form ``{"rating", "category", "rationale"}``. Standard library only.
+for in LlavaGuard's JSON form ``{"rating", "category", "rationale"}``. HTTP through ``httpx``, with a
+timeout and retries with back-off.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ import base64
 import io
 import json
 import os
-import socket
 import time
-import urllib.error
-import urllib.request
 from typing import Any
+
+import httpx
 
 import numpy as np
 from PIL import Image
@@ -65,26 +65,28 @@ def chat(
     if json_output:
         body["response_format"] = {"type": "json_object"}
     url = base_url.rstrip("/") + "/chat/completions"
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     last = "no attempt"
-    for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(backoff * 2 ** (attempt - 1))
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                raw = response.read()
-            break
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}: {exc.read()[:200].decode('utf-8', 'replace')}"
-            if exc.code not in RETRY_STATUS:
-                raise ModelError(f"{url} refused the request ({last})") from exc
-        except (TimeoutError, socket.timeout) as exc:
-            last = f"no reply within {timeout:g} s ({exc})"
-        except urllib.error.URLError as exc:
-            last = f"cannot connect ({exc.reason})"
-    else:
-        raise ModelError(f"{url}: {last}, after {retries + 1} attempts")
+    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(backoff * 2 ** (attempt - 1))
+            try:
+                response = client.post(url, json=body, headers=headers)
+            except httpx.TimeoutException as exc:
+                last = f"no reply within {timeout:g} s ({exc})"
+                continue
+            except httpx.TransportError as exc:
+                last = f"cannot connect ({exc})"
+                continue
+            if response.is_success:
+                raw = response.content
+                break
+            last = f"HTTP {response.status_code}: {response.content[:200].decode('utf-8', 'replace')}"
+            if response.status_code not in RETRY_STATUS:
+                raise ModelError(f"{url} refused the request ({last})")
+        else:
+            raise ModelError(f"{url}: {last}, after {retries + 1} attempts")
     try:
         text = json.loads(raw)["choices"][0]["message"]["content"]
         if not isinstance(text, str):
