@@ -9,8 +9,10 @@ masked fraction a(S) and source-class probability p(S) after obfuscation,
 
     cost(S) = p(S) + a(S) + sum(weight for (bound, weight) in penalties if a(S) > bound)
 
-with a unit step penalty at each of the three bounds by default. Ties go to the subset with the
-fewest regions, then the lowest bit pattern (deterministic).
+with a unit step penalty at each of the three bounds by default. CSRA explains a decision by a
+subset that *changes* it, so the subset chosen is the cheapest among those that flip the decision;
+only when none of them flips is the cheapest overall returned, with ``found`` False. Ties go to the
+subset with the fewest regions, then the lowest bit pattern (deterministic).
 """
 
 from __future__ import annotations
@@ -61,8 +63,9 @@ def csra(
     ``attribution`` (H×W) defaults to Grad-CAM of ``classifier`` on its last convolutional block;
     ``segments`` to SLIC(``n_segments``, ``compactness``). All ``2**top_k`` subsets of the top
     regions are classified with ``obfuscator`` (default blur), ``batch_size`` per forward, the
-    empty one being the original image. ``found`` says whether the subset of lowest
-    :func:`csra_cost` flips the decision (``flip_rule``, default: another class > ``threshold``);
+    empty one being the original image. The subset of lowest :func:`csra_cost` among those that
+    flip the decision (``flip_rule``, default: another class > ``threshold``) is chosen; ``found``
+    is False when no subset flips (then the cheapest overall is returned);
     its regions come in rank order and there is no pruning, so ``greedy_regions`` equals
     ``regions``. ``probabilities`` holds the original's row and the chosen subset's.
     """
@@ -93,9 +96,11 @@ def csra(
     probs = classify_masks(counting, image, masks, obfuscator, batch_size=batch_size)
     cost = csra_cost(probs[:, source_class], fractions, penalties)
     sizes = np.array([len(s) for s in subsets])
-    best = int(np.lexsort((np.arange(len(subsets)), sizes, cost))[0])
+    flips = np.asarray(flipped(probs), bool)
+    found = bool(flips.any())
+    order = np.lexsort((np.arange(len(subsets)), sizes, cost, ~flips))  # flipping subsets first
+    best = int(order[0])
     chosen = subsets[best]
-    found = bool(flipped(probs[best : best + 1])[0])
     return Counterfactual(
         found=found,
         regions=chosen,
