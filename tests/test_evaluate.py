@@ -146,3 +146,15 @@ def test_evaluate_one_part_of_a_split_and_foreign_labels(red_classifier, red_fol
         evaluate_classifier(red_classifier, red_folder, class_map={"safe": "safe", "unsafe": "porn"})
     with pytest.raises(SafeViewError, match="--split"):
         evaluate_classifier(red_classifier, red_folder, part="test")
+
+
+def test_a_degenerate_model_is_named_as_such():
+    y = np.array([0] * 10 + [1] * 10)
+    # perfect ranking, but every decision is "unsafe": accuracy 0.5 = always the commonest class
+    probs = np.column_stack([0.45 - 0.4 * (np.arange(20) >= 10) * 0.5, 0.55 + 0.4 * (np.arange(20) >= 10) * 0.5])
+    m = classification_metrics(y, probs, labels=["safe", "unsafe"], unsafe_indices=[1])
+    assert m["roc_auc"] == 1.0 and m["accuracy"] == 0.5
+    assert any("one class only" in w for w in m["warnings"])
+    assert any("ranking works and the decisions do not" in w for w in m["warnings"])
+    good = classification_metrics(y, np.column_stack([1 - y * 0.9 - 0.05, y * 0.9 + 0.05]), labels=["safe", "unsafe"], unsafe_indices=[1])
+    assert good["warnings"] == []

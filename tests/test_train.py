@@ -225,3 +225,29 @@ def test_cli_train_with_map_then_evaluate_and_scan_a_model_set(data, trained, tm
     (tmp_path / "bad.toml").write_text("[models]\nsexual = 3\n")
     with pytest.raises(ModelError, match="models"):
         load_model_set(str(tmp_path / "bad.toml"))
+
+
+def test_few_steps_do_not_leave_broken_batchnorm_statistics(tmp_path, monkeypatch):
+    """The issue's toy case: 80 images, one optimiser step per epoch. With BatchNorm's running
+    statistics left after 3 steps the model ranks well and decides at chance; recomputed over the
+    training images, its decisions follow its ranking."""
+    import safeview.train as train_module
+
+    rng = np.random.default_rng(3)
+    for label, colour in (("safe", (40, 60, 220)), ("unsafe", (230, 40, 200))):
+        folder = tmp_path / "toy" / label
+        folder.mkdir(parents=True)
+        for i in range(40):
+            img = rng.integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+            y, x = rng.integers(0, SIZE - 12, 2)
+            img[y : y + 12, x : x + 12] = colour
+            Image.fromarray(img).save(folder / f"{i:03d}.png")
+    kw = dict(FAST, epochs=3, batch_size=64, arch="resnet18", arch_kwargs={})
+    fixed = train_classifier(tmp_path / "toy", out=tmp_path / "fixed.safeview", **kw)
+    monkeypatch.setattr(train_module, "BN_RECALIBRATE_STEPS", 0)  # what training did before
+    broken = train_classifier(tmp_path / "toy", out=tmp_path / "broken.safeview", **kw)
+    # before: chance decisions in eval mode, and now at least a plain warning about them
+    assert broken.metadata["val_accuracy"] <= 0.6 and broken.metadata["test_metrics"]["warnings"]
+    # after: the decisions follow what three steps learnt
+    assert fixed.metadata["val_accuracy"] >= 0.75 and fixed.metadata["test_metrics"]["accuracy"] >= 0.7
+    assert fixed.metadata["test_metrics"]["warnings"] == []

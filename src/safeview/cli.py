@@ -336,6 +336,8 @@ def evaluate(
         f"{report['n_images']} images: {shown}" + (f". Report: {page}" if page else ""),
         highlight=False, soft_wrap=True,
     )
+    for warning in m.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if json_out:
         sys.stdout.write(json.dumps(report) + "\n")
 

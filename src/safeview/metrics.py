@@ -73,7 +73,8 @@ def classification_metrics(
     ``unsafe_indices``) as the positive class, predicted when the top class is unsafe; None when
     undefined (no predicted or no actual positives). ``roc_auc``: of the summed unsafe probability.
     ``ece``: :func:`expected_calibration_error`. ``confusion_matrix``: C×C counts, rows true, columns
-    predicted. Also ``per_class`` counts, the ``reliability`` bins and the ``roc`` curve.
+    predicted. Also ``per_class`` counts, the ``reliability`` bins, the ``roc`` curve and
+    ``warnings`` (:func:`degenerate`).
     """
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(probabilities, np.float64)
@@ -110,5 +111,29 @@ def classification_metrics(
             for i, label in enumerate(labels)
         ],
         "reliability": reliability_bins(p, y, bins=bins),
+        "warnings": degenerate(y, pred, score, actual, len(labels)),
         "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
     }
+
+
+def degenerate(y: np.ndarray, pred: np.ndarray, score: np.ndarray, actual: np.ndarray, n_classes: int) -> list[str]:
+    """Plain-words warnings for a model that cannot be trusted whatever its headline figures: it
+    predicts a single class, or it ranks the unsafe images well (ROC-AUC ≥ 0.9) while its decisions
+    are no better than always answering the commonest class (broken BatchNorm statistics or a
+    threshold in the wrong place)."""
+    warnings: list[str] = []
+    if len(y) < 2:
+        return warnings
+    used = np.unique(pred)
+    if len(used) == 1 and len(np.unique(y)) > 1:
+        warnings.append(f"the model predicts one class only (class {int(used[0])}) for all {len(y)} images: it is degenerate")
+    majority = float(np.bincount(y, minlength=n_classes).max() / len(y))
+    accuracy = float((pred == y).mean())
+    auc = roc_auc(score, actual)
+    if auc is not None and auc >= 0.9 and accuracy <= majority + 0.02:
+        warnings.append(
+            f"ROC-AUC is {auc:.2f} but accuracy {accuracy:.2f} is no better than always answering the commonest class "
+            f"({majority:.2f}): the ranking works and the decisions do not (BatchNorm statistics or calibration); "
+            "do not use this model's verdicts"
+        )
+    return warnings

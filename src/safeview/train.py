@@ -414,6 +414,35 @@ def _normalise(batch: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
     return (batch.float() * preprocess.scale - mean) / std
 
 
+#: below this many optimiser steps BatchNorm's running statistics (momentum 0.1) still carry much of
+#: their initial values (0.9^50 ≈ 0.5 %), so they are recomputed over the training images
+BN_RECALIBRATE_STEPS = 50
+
+
+def recalibrate_batchnorm(
+    module: nn.Module, pixels: "_Pixels", indices: np.ndarray, preprocess: Preprocess, *, batch_size: int, workers: int,
+    device: torch.device,
+) -> int:
+    """Recompute every BatchNorm layer's running mean and variance as the exact average over the
+    training images (momentum None), with no weight changed. After a few steps the running
+    statistics are far from the data's, and a model then ranks well but decides at chance in eval
+    mode. Returns how many BatchNorm layers were reset."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers or not len(indices):
+        return 0
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+    module.train()
+    with torch.no_grad():
+        for xb in pixels.batches(list(torch.from_numpy(indices).split(batch_size)), workers=workers):
+            module(_normalise(xb, preprocess).to(device))
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+    return len(layers)
+
+
 def _logits(
     module: nn.Module, pixels: _Pixels, indices: np.ndarray, preprocess: Preprocess, *, batch_size: int, workers: int, device: torch.device
 ) -> torch.Tensor:
@@ -611,6 +640,8 @@ def train_classifier(
                 if stop.requested:
                     save_state()
                     raise TrainingInterrupted(state_file)
+            if (run["epoch"] + 1) * steps < BN_RECALIBRATE_STEPS:  # few steps so far: exact statistics
+                recalibrate_batchnorm(module, pixels, split.train, preprocess, batch_size=2 * batch_size, workers=workers, device=dev)
             val_logits = _logits(module, pixels, split.val, preprocess, batch_size=2 * batch_size, workers=workers, device=dev)
             val_acc = float((val_logits.argmax(1) == y[split.val]).float().mean())
             val_loss = float(nn.functional.cross_entropy(val_logits, y[split.val]))
@@ -640,7 +671,9 @@ def train_classifier(
     if len(split.test):
         test_logits = _logits(module, pixels, split.test, preprocess, batch_size=2 * batch_size, workers=workers, device=dev)
         report = classification_metrics(y_all[split.test], torch.softmax(test_logits / temperature, 1).numpy(), labels=dataset.classes, unsafe_indices=unsafe_idx)
-        test_metrics = {k: report[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "ece")}
+        test_metrics = {k: report[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "ece", "warnings")}
+        for warning in report["warnings"]:
+            emit(f"warning: {warning}")
     module.cpu()
     classifier = Classifier.from_module(
         module, dataset.classes, list(unsafe_classes), name=out.stem, category=category, preprocess=preprocess, temperature=temperature,
