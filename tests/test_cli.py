@@ -104,3 +104,4 @@ def test_bad_invocations(tmp_path, folder):
 def test_models_command():
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0 and "open-nsfw" in result.output and "demo" in result.output
+    assert "held-out test accuracy 0.720" in result.output  # the weak cyberbullying demo model says so

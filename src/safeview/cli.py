@@ -209,11 +209,12 @@ def scan(
 @app.command("models")
 def models_command() -> None:
     """List the built-in models and model sets."""
-    from .classify import BUILTIN_MODELS, MODEL_SETS
+    from .classify import BUILTIN_MODELS, MODEL_SETS, model_card
 
     typer.echo("Built-in models:")
     for name, target in BUILTIN_MODELS.items():
         typer.echo(f"  {name:24s} {target}")
+        typer.echo(f"  {'':24s} {model_card(name)}")
     typer.echo("Model sets (--models):")
     for name, members in MODEL_SETS.items():
         typer.echo(f"  {name:24s} {', '.join(members)}")

@@ -478,10 +478,6 @@ class CSEConfig:
         ``1 - threshold - margin`` (hide)."""
         return 1.0 - self.threshold - (self.margin if self.mode == "hide" else 0.0)
 
-    @property
-    def verify_margin(self) -> float:
-        return self.margin
-
     def obfuscator(self) -> Obfuscator:
         return Obfuscator(self.style, **self.style_params)
 
@@ -579,7 +575,7 @@ def cse(
         nonlocal queries
         copies = perturbed_copies(candidate, config.perturbations)
         queries += len(copies) * len(models)
-        return verify(models, candidate, threshold=config.threshold, margin=config.verify_margin,
+        return verify(models, candidate, threshold=config.threshold, margin=config.margin,
                       perturbations=config.perturbations, flagged=flagged, copies=copies)
 
     if search.found and config.mode == "hide":
