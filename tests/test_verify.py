@@ -32,3 +32,17 @@ def test_unknown_perturbation_and_no_models(photo, red_classifier):
         verify([red_classifier], photo, perturbations=["rotate"])
     with pytest.raises(ValueError):
         verify([], photo)
+
+
+def test_known_results_are_reused_not_recomputed(red_classifier, red_scene):
+    image, _ = red_scene
+    first = verify([red_classifier], image, perturbations=["jpeg"])
+
+    class Refuses:
+        name = red_classifier.name
+
+        def predict_proba(self, batch):  # a model already verified on this image must not run again
+            raise AssertionError("classified twice")
+
+    again = verify([Refuses()], image, perturbations=["jpeg"], known=first)
+    assert again.unsafe_probabilities == first.unsafe_probabilities and again.passed == first.passed

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from .classify import Classifier, load_model_set
-from .counterfactual import MODES, CSEConfig, cse
+from .counterfactual import CSEConfig, cse
 from .images import LoadedImage, as_rgb_array, load_image_info
 from .obfuscate import Obfuscator
 from .rationale import rationale as make_rationale
@@ -85,8 +85,6 @@ class Safeguard:
     ) -> None:
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}")
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         self.config = CSEConfig(
             mode=mode, attribution=attribution, segmentation=segmentation, segmentation_params=segmentation_params or {},
             style=style, style_params=style_params or {}, threshold=threshold, margin=margin,
@@ -99,10 +97,6 @@ class Safeguard:
         self.rationale_backend = rationale
         self.rationale_options = dict(rationale_options or {})
         self.seed = seed
-
-    @property
-    def threshold(self) -> float:
-        return self.config.threshold
 
     # -- helpers ------------------------------------------------------------------------------
     def _is_unsafe(self, unsafe_probability: float) -> bool:
@@ -188,9 +182,12 @@ class Safeguard:
         flagged_models = [clf.name for clf, _ in flagged]
         for stage in ("attribute", "segment", "search"):
             timings[stage] = 0.0
-        searched_all = True
+        searched_all, last_check = True, None
         for clf, cat in flagged:
-            probs_now = clf.predict_proba(current[None])[0]
+            probs_now = (  # the classification step's forward, reused while nothing is obfuscated yet
+                np.array([cat.probabilities[label] for label in clf.labels]) if current is image
+                else clf.predict_proba(current[None])[0]
+            )
             if float(probs_now[clf.unsafe_indices].sum()) <= config.stop_level:
                 continue  # an earlier category's obfuscation already hid it for this model
             result = cse(clf, current, config=config, original_probabilities=probs_now)
@@ -219,7 +216,7 @@ class Safeguard:
                 if result.output is not None:  # what the search found, for the 'prefix' fallback
                     current, union = result.output, union | result.mask
                 break  # no verified output is possible for this model: the fallback decides the rest
-            current, union = result.output, union | result.mask
+            current, union, last_check = result.output, union | result.mask, result.verification
 
         verdict = "unsafe" if any(c.unsafe for c in categories) else "safe"
         result_kwargs: dict = {}
@@ -227,7 +224,7 @@ class Safeguard:
             t = time.perf_counter()
             check = verify(
                 self.classifiers, current, threshold=config.threshold, margin=config.margin,
-                perturbations=config.perturbations, flagged=flagged_models,
+                perturbations=config.perturbations, flagged=flagged_models, known=last_check,
             )
             timings["verify"] = time.perf_counter() - t
             passed = searched_all and check.passed and bool(union.any())

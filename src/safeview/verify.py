@@ -115,6 +115,7 @@ def verify(
     perturbations: Sequence[str] = tuple(PERTURBATIONS),
     flagged: Sequence[str] | None = None,
     copies: list[np.ndarray] | None = None,
+    known: Verification | None = None,
 ) -> Verification:
     """Classify ``image`` and its perturbed copies with every model (one forward per model) and
     decide whether it is safe to show.
@@ -123,17 +124,24 @@ def verify(
     ``1 - threshold - margin`` on every copy; a model that did not flag the original only has to
     keep calling it safe (at most ``1 - threshold``), since the margin is about content that was
     found and hidden. ``copies`` reuses
-    copies the caller already made with :func:`perturbed_copies`."""
+    copies the caller already made with :func:`perturbed_copies`; ``known``, an earlier verification
+    of the same ``image`` with the same perturbations, whose models are not classified again."""
     names = check_perturbations(perturbations)
     if not classifiers:
         raise ValueError("verification needs at least one model")
-    batch = copies if copies is not None else perturbed_copies(image, names)
     labels = ["output", *names]
+    reusable = known.unsafe_probabilities if known is not None and known.perturbations == list(names) else {}
+    batch = None
     flagged = [c.name for c in classifiers] if flagged is None else list(flagged)
     result = Verification([c.name for c in classifiers], threshold, margin, list(names))
     for clf in classifiers:
-        p = clf.unsafe_probability(clf.predict_proba(np.stack(batch)))
-        result.unsafe_probabilities[clf.name] = {label: float(v) for label, v in zip(labels, p)}
+        if clf.name in reusable:
+            result.unsafe_probabilities[clf.name] = dict(reusable[clf.name])
+        else:
+            if batch is None:
+                batch = copies if copies is not None else perturbed_copies(image, names)
+            p = clf.unsafe_probability(clf.predict_proba(np.stack(batch)))
+            result.unsafe_probabilities[clf.name] = {label: float(v) for label, v in zip(labels, p)}
         result.required[clf.name] = 1.0 - threshold - (margin if clf.name in flagged else 0.0)
     result.passed = not result.failures()
     return result
