@@ -3,7 +3,9 @@ or a one-line :class:`~safeview.errors.ImageError` naming the input and what to 
 
 Originals are opened read-only and never written; the sha256 of their exact bytes is recorded so
 that every result can be tied to the evidence it came from. Limits on bytes and pixels (checked
-from the header before decoding) stop decompression bombs.
+from the header before decoding) stop decompression bombs; limits on the aspect ratio and on the decoded size stop images that are
+cheap to send but expensive to scan (a 1 × 39 M-pixel strip, a 16-bit RGBA canvas).
+:func:`probe_image` checks all of them from the header alone, without decoding.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from .errors import ImageError
 MAX_PIXELS = 40_000_000
 #: default byte limit of an encoded image — 200 MB
 MAX_BYTES = 200 * 1024 * 1024
+#: default aspect-ratio limit (long side / short side)
+MAX_ASPECT = 32.0
+#: default limit of the decoded size of the first frame, in bytes (width × height × bytes per pixel) — 256 MB
+MAX_DECODED_BYTES = 256 * 1024 * 1024
 #: colour that transparent pixels are composited onto (documented in the README)
 BACKGROUND = (255, 255, 255)
 
@@ -109,16 +115,107 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, read without decoding any pixel data."""
+
+    width: int
+    height: int
+    format: str
+    mode: str
+    frames: int
+    sha256: str
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes Pillow needs per pixel of ``mode`` once decoded (at least 1)."""
+    try:
+        return max(1, Image.getmodebands(mode) * (2 if ";16" in mode else 4 if mode in ("I", "F") else 1))
+    except (KeyError, ValueError):
+        return 4
+
+
+def _check_header(
+    img: Image.Image, name: str, max_pixels: int, max_aspect: float, max_decoded_bytes: int
+) -> tuple[int, int]:
+    """Refuse ``img`` from its header: zero, too many pixels, too elongated, too large decoded."""
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name}: {width}×{height} = {width * height / 1e6:.1f} MP exceeds the "
+            f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb); raise --max-pixels if it is genuine"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"{name}: image has zero width or height")
+    if max(width, height) / min(width, height) > max_aspect:
+        raise ImageError(
+            f"{name}: {width}×{height} has an aspect ratio of {max(width, height) / min(width, height):.0f}:1, over the "
+            f"{max_aspect:g}:1 limit; crop it into pieces or raise the aspect limit"
+        )
+    decoded = width * height * _bytes_per_pixel(img.mode)
+    if decoded > max_decoded_bytes:
+        raise ImageError(
+            f"{name}: {width}×{height} {img.mode} decodes to {decoded / 2**20:.0f} MiB, over the "
+            f"{max_decoded_bytes / 2**20:.0f} MiB limit; downscale it or raise the decoded-size limit"
+        )
+    return width, height
+
+
+def probe_image(
+    source: str | os.PathLike | bytes,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_BYTES,
+    max_aspect: float = MAX_ASPECT,
+    max_decoded_bytes: int = MAX_DECODED_BYTES,
+) -> ImageHeader:
+    """Check ``source`` against every limit from its header only (Pillow opens lazily, so no pixel
+    is decoded): cheap enough for a request handler. Raises :class:`ImageError` like
+    :func:`load_image_info`, which still decodes and may find damage the header hides."""
+    data, name = _read(source, max_bytes)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = _check_header(img, name, max_pixels, max_aspect, max_decoded_bytes)
+                return ImageHeader(
+                    width=width, height=height, format=img.format or "unknown", mode=img.mode,
+                    frames=int(getattr(img, "n_frames", 1) or 1), sha256=hashlib.sha256(data).hexdigest(),
+                )
+    except ImageError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise _decode_error(name, exc) from None
+
+
+#: what Pillow raises for a bomb, an unknown format or damaged data
+_DECODE_ERRORS = (
+    Image.DecompressionBombError, Image.DecompressionBombWarning, UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+)
+
+
+def _decode_error(name: str, exc: BaseException) -> ImageError:
+    """The one-line :class:`ImageError` of a Pillow failure (one of ``_DECODE_ERRORS``)."""
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return ImageError(f"{name}: refused as a possible decompression bomb ({exc}); raise --max-pixels if it is genuine")
+    if isinstance(exc, UnidentifiedImageError):
+        return ImageError(f"{name}: not a recognised image file; pass a JPEG, PNG, GIF, WebP, BMP or TIFF")
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ImageError(f"{name}: damaged or truncated image ({reason}); re-export or re-download the file")
+
+
 def load_image_info(
     source: str | os.PathLike | bytes,
     *,
     max_pixels: int = MAX_PIXELS,
     max_bytes: int = MAX_BYTES,
+    max_aspect: float = MAX_ASPECT,
+    max_decoded_bytes: int = MAX_DECODED_BYTES,
     background: tuple[int, int, int] = BACKGROUND,
 ) -> LoadedImage:
     """Decode ``source`` (a path or encoded bytes) into a :class:`LoadedImage`.
 
-    EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and alpha images become RGB
+    The limits (bytes, pixels, aspect ratio, decoded size) are checked from the header first. EXIF orientation is applied; grayscale, palette, CMYK, 16-bit and alpha images become RGB
     (alpha composited onto ``background``, white by default); an animated image gives its first
     frame (``frames`` says how many it has). Raises :class:`ImageError` for anything else.
     """
@@ -128,14 +225,7 @@ def load_image_info(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"{name}: {width}×{height} = {width * height / 1e6:.1f} MP exceeds the "
-                    f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb); raise --max-pixels if it is genuine"
-                )
-            if width == 0 or height == 0:
-                raise ImageError(f"{name}: image has zero width or height")
+            _check_header(img, name, max_pixels, max_aspect, max_decoded_bytes)
             frames = int(getattr(img, "n_frames", 1) or 1)
             if frames > 1:
                 img.seek(0)
@@ -146,13 +236,8 @@ def load_image_info(
             array = _to_rgb(img, background)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: refused as a possible decompression bomb ({exc}); raise --max-pixels if it is genuine") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not a recognised image file; pass a JPEG, PNG, GIF, WebP, BMP or TIFF") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageError(f"{name}: damaged or truncated image ({reason}); re-export or re-download the file") from None
+    except _DECODE_ERRORS as exc:
+        raise _decode_error(name, exc) from None
     return LoadedImage(array=array, sha256=sha256, format=fmt, mode=original_mode, frames=frames, source=name)
 
 

@@ -115,7 +115,7 @@ def error_of(response, status: int) -> str:
 def test_health_needs_no_key_and_openapi_lists_the_api(svc):
     assert svc["client"].get("/health").json()["status"] == "ok"
     paths = svc["client"].get("/openapi.json").json()["paths"]
-    for path in ("/v1/scans", "/v1/scans/{scan_id}", "/v1/scans/{scan_id}/original", "/v1/scans/{scan_id}/decision", "/v1/queue", "/v1/audit", "/metrics"):
+    for path in ("/v1/scans", "/v1/scans/{scan_id}", "/v1/scans/{scan_id}/original", "/v1/scans/{scan_id}/decision", "/v1/scans/{scan_id}/decisions", "/v1/queue", "/v1/audit", "/v1/keys", "/metrics"):
         assert path in paths
 
 
@@ -123,7 +123,7 @@ def test_submit_is_queued_then_done_with_a_valid_result(svc):
     first = submit(svc, svc["unsafe"])
     assert first.status_code == 202
     scan_id = first.json()["id"]
-    again = submit(svc, svc["unsafe"], role="reviewer")
+    again = submit(svc, svc["unsafe"])  # the same bytes from the same key: the same scan
     assert again.status_code == 202 and again.json()["id"] == scan_id and again.json()["duplicate"]
     status = svc["client"].get(f"/v1/scans/{scan_id}", headers=h(svc, "submitter")).json()
     assert status["status"] in ("queued", "done")
@@ -155,7 +155,6 @@ def test_views_hide_the_original(svc, scanned):
     "name, status, words",
     [
         ("text", 422, "not a recognised image"),
-        ("truncated", 422, "truncated"),
         ("empty", 422, "empty"),
         ("too_many_bytes", 413, "limit"),
         ("too_many_pixels", 422, "MP limit"),
@@ -168,7 +167,6 @@ def test_bad_uploads_are_refused_and_nothing_is_stored(svc, name, status, words)
     rng = np.random.default_rng(0)
     payload = {
         "text": b"hello, this is not an image",
-        "truncated": svc["safe"][: len(svc["safe"]) // 2],
         "empty": b"",
         "too_many_bytes": png(rng.integers(0, 256, (400, 400, 3), dtype=np.uint8)),
         "too_many_pixels": png(np.zeros((600, 600, 3), np.uint8)),
@@ -179,6 +177,16 @@ def test_bad_uploads_are_refused_and_nothing_is_stored(svc, name, status, words)
     after = svc["client"].get("/metrics", headers=h(svc, "admin")).text
     count = [line for line in before.splitlines() if line.startswith('safeview_scans_total{status="queued"}')]
     assert count == [line for line in after.splitlines() if line.startswith('safeview_scans_total{status="queued"}')]
+
+
+def test_damage_past_the_header_fails_the_job_at_once(svc):
+    """The request checks only the header (no decoding in the API); the worker finds the damage
+    and fails the job with the reason, without retrying a file that cannot change."""
+    response = submit(svc, svc["safe"][: len(svc["safe"]) // 2])
+    assert response.status_code == 202
+    svc["worker"].drain()
+    status = svc["client"].get(f"/v1/scans/{response.json()['id']}", headers=h(svc, "submitter")).json()
+    assert status["status"] == "failed" and status["attempts"] == 1 and "truncated" in status["error"]
 
 
 def test_missing_file_field_is_a_json_422(svc):
@@ -197,7 +205,7 @@ def test_roles_are_enforced_403(svc, scanned):
     client, uid = svc["client"], scanned["unsafe"]
     sub, rev = h(svc, "submitter"), h(svc, "reviewer")
     assert "reviewer" in error_of(client.get(f"/v1/scans/{uid}/original", params={"reason": "look"}, headers=sub), 403)
-    error_of(client.post(f"/v1/scans/{uid}/decision", json={"action": "approve"}, headers=sub), 403)
+    error_of(client.post(f"/v1/scans/{uid}/decision", json={"action": "approve", "version": 0}, headers=sub), 403)
     error_of(client.get("/v1/queue", headers=sub), 403)
     error_of(client.get("/v1/audit", headers=rev), 403)
     error_of(client.delete(f"/v1/scans/{uid}", params={"reason": "nope"}, headers=rev), 403)
@@ -209,7 +217,7 @@ def test_unknown_ids_are_404(svc):
         error_of(client.get(f"/v1/scans/{bad}", headers=rev), 404)
         error_of(client.get(f"/v1/scans/{bad}/views/blurred", headers=rev), 404)
         error_of(client.get(f"/v1/scans/{bad}/original", params={"reason": "check"}, headers=rev), 404)
-        error_of(client.post(f"/v1/scans/{bad}/decision", json={"action": "approve"}, headers=rev), 404)
+        error_of(client.post(f"/v1/scans/{bad}/decision", json={"action": "approve", "version": 0}, headers=rev), 404)
         error_of(client.delete(f"/v1/scans/{bad}", params={"reason": "check"}, headers=adm), 404)
 
 
@@ -237,8 +245,8 @@ def test_decisions_and_the_review_queue(svc, scanned):
     error_of(client.get("/v1/queue", params={"limit": 0}, headers=rev), 422)
     error_of(client.get("/v1/queue", params={"status": "lost"}, headers=rev), 422)
 
-    error_of(client.post(f"/v1/scans/{scanned['unsafe']}/decision", json={"action": "ignore"}, headers=rev), 422)
-    decided = client.post(f"/v1/scans/{scanned['unsafe']}/decision", json={"action": "remove", "note": "stand-in symbol"}, headers=rev)
+    error_of(client.post(f"/v1/scans/{scanned['unsafe']}/decision", json={"action": "ignore", "version": 0}, headers=rev), 422)
+    decided = client.post(f"/v1/scans/{scanned['unsafe']}/decision", json={"action": "remove", "note": "stand-in symbol", "version": 0}, headers=rev)
     assert decided.status_code == 200 and decided.json()["decision"] == "remove"
     assert scanned["unsafe"] not in [i["id"] for i in client.get("/v1/queue", headers=rev).json()["items"]]
     assert scanned["unsafe"] in [i["id"] for i in client.get("/v1/queue", params={"decided": True}, headers=rev).json()["items"]]
@@ -250,13 +258,13 @@ def test_a_queued_scan_cannot_be_decided_yet(svc, photo):
     variant = photo.copy()
     variant[0, 0] = (1, 2, 3)
     scan_id = submit(svc, png(variant)).json()["id"]
-    assert "queued" in error_of(svc["client"].post(f"/v1/scans/{scan_id}/decision", json={"action": "approve"}, headers=h(svc, "reviewer")), 409)
+    assert "queued" in error_of(svc["client"].post(f"/v1/scans/{scan_id}/decision", json={"action": "approve", "version": 0}, headers=h(svc, "reviewer")), 409)
     assert error_of(svc["client"].get(f"/v1/scans/{scan_id}/views/blurred", headers=h(svc, "reviewer")), 409)
     svc["worker"].drain()
 
 
 def test_metrics_are_prometheus_text(svc, scanned):
-    text = svc["client"].get("/metrics", headers=h(svc, "submitter")).text
+    text = svc["client"].get("/metrics", headers=h(svc, "reviewer")).text
     assert 'safeview_queue_depth{status="queued"}' in text
     done = next(line for line in text.splitlines() if line.startswith('safeview_scans_total{status="done"}'))
     assert int(done.split()[-1]) >= 2

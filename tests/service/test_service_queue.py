@@ -161,7 +161,7 @@ def test_originals_are_written_once_read_only_and_verified(tmp_path):
     sha = storage.put_original(data)
     path = storage.original_path(sha)
     assert sha == hashlib.sha256(data).hexdigest() and path.read_bytes() == data
-    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     inode = path.stat().st_ino
     assert storage.put_original(data) == sha and path.stat().st_ino == inode  # not rewritten
     assert storage.read_original(sha) == data

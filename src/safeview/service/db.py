@@ -1,14 +1,16 @@
 """The service's database (SQLAlchemy 2): API keys, scans (which are also the persisted work
 queue) and the audit log. SQLite by default, PostgreSQL the same; the schema is created and
-upgraded by the Alembic migrations in ``migrations/``."""
+upgraded by the Alembic migrations in ``migrations/``. A SQLite file and its folder are created
+owner-only (0600, 0700): the database names every uploader and every reviewer's note."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -30,7 +32,8 @@ class Base(DeclarativeBase):
 
 
 class ApiKey(Base):
-    """An API key: only its SHA-256 is stored; ``prefix`` (its first characters) names it in logs."""
+    """An API key: only its SHA-256 is stored; ``prefix`` (its first characters) names it in logs.
+    A key stops working when it is revoked or once ``expires_at`` has passed."""
 
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -39,14 +42,20 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Scan(Base):
-    """One uploaded image, its job state and, once done, its result and the reviewer's decision."""
+    """One uploaded image, its job state and, once done, its result and the reviewer's decision.
+    Deduplication is per submitting key (``submitted_by``, ``sha256``), so the same bytes from two
+    tenants are two scans and neither learns of the other's. ``decision_version`` counts the
+    decisions made; a new one must name the version it replaces (optimistic concurrency)."""
 
     __tablename__ = "scans"
+    __table_args__ = (UniqueConstraint("submitted_by", "sha256", name="uq_scans_submitted_by_sha256"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -66,6 +75,7 @@ class Scan(Base):
     decision_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    decision_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AuditEvent(Base):
@@ -82,13 +92,23 @@ class AuditEvent(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets its parent folder created, a busy timeout and WAL, so
-    the server and its worker processes can share the file."""
+def _owner_only_sqlite_file(path: Path) -> None:
+    """Create the SQLite file (and its folder) owner-only before SQLite does; its ``-wal`` and
+    ``-shm`` files inherit the file's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)
+
+
+def make_engine(url: str, *, pool_size: int = 5, pool_timeout: float = 30.0) -> Engine:
+    """An engine for ``url`` with a pool of ``pool_size`` connections (plus a few overflow) that
+    waits at most ``pool_timeout`` seconds for one; SQLite gets an owner-only file, a busy timeout
+    and WAL, so the server and its worker processes can share the file."""
+    pool = {"pool_size": pool_size, "max_overflow": max(2, pool_size // 4), "pool_timeout": pool_timeout}
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _owner_only_sqlite_file(Path(url.removeprefix("sqlite:///")).expanduser())
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record) -> None:
@@ -98,7 +118,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def migrate(engine: Engine) -> None:
@@ -113,8 +133,8 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
-def open_database(url: str) -> tuple[Engine, sessionmaker]:
-    """Engine and session factory of a migrated database."""
-    engine = make_engine(url)
+def open_database(url: str, **pool) -> tuple[Engine, sessionmaker]:
+    """Engine and session factory of a migrated database (``pool``: see :func:`make_engine`)."""
+    engine = make_engine(url, **pool)
     migrate(engine)
     return engine, sessionmaker(engine, expire_on_commit=False)

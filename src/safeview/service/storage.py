@@ -1,6 +1,8 @@
 """File storage of the service. Originals are evidence: content-addressed by the SHA-256 of their
 exact bytes, written once (never modified or overwritten), made read-only, and re-verified on
 every read. Derived outputs (obfuscated image, thumbnails, overlays) live in a separate tree.
+Everything is owner-only — folders 0700, outputs 0600, originals 0400 — since other local users
+must not read evidence that may be harmful.
 
 Paths are built only from hex digests and scan ids the server generated, checked against strict
 patterns, so no part of a request ever names a file.
@@ -33,8 +35,10 @@ class Storage:
         self.root = Path(root).expanduser()
         self.originals = self.root / "originals"
         self.outputs = self.root / "outputs"
-        self.originals.mkdir(parents=True, exist_ok=True)
-        self.outputs.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in (self.root, self.originals, self.outputs):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(folder, 0o700)
 
     def original_path(self, sha256: str) -> Path:
         if not _SHA.fullmatch(sha256):
@@ -48,14 +52,14 @@ class Storage:
         if path.exists():
             self.read_original(sha256)
             return sha256
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")  # created 0600
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.chmod(tmp, 0o444)
+            os.chmod(tmp, 0o400)
             try:
                 os.link(tmp, path)  # atomic, and fails rather than overwrite a concurrent writer's copy
             except FileExistsError:
@@ -86,9 +90,10 @@ class Storage:
 
     def put_output(self, scan_id: str, kind: str, data: bytes) -> None:
         path = self._output_path(scan_id, kind)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = path.with_name(f".{kind}.tmp")
-        tmp.write_bytes(data)
+        with open(os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600), "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
 
     def read_output(self, scan_id: str, kind: str) -> bytes | None:

@@ -5,7 +5,13 @@ status='queued'`` (atomic on SQLite and PostgreSQL alike), holds it under a leas
 pipeline (paper, Fig. 1) on the verified original and stores the result and its views. A failing
 job goes back to the queue until it has been tried ``max_attempts`` times, then it is marked
 failed with its error. Jobs of a worker that died, or whose lease ran out, are released the same
-way, so pending work survives crashes and restarts.
+way, so pending work survives crashes and restarts. A worker renews the lease of the job in hand
+(a heartbeat every third of the lease), so a long job is never taken over by a second worker.
+
+Every job is bounded: a job running past ``job_timeout_s`` is interrupted and marked failed at
+once (no retry: it would tie up a worker again) with the reason; so is one that runs out of the
+worker's address-space limit (``job_memory_mb`` above what the loaded models take, set with
+``setrlimit`` in the worker process). The worker process goes on with the next job.
 """
 
 from __future__ import annotations
@@ -13,27 +19,76 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 
+import cv2
 import numpy as np
 from PIL import Image
 from sqlalchemy import case, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
+from ..errors import ImageError
 from ..images import load_image_info
 from ..obfuscate import Obfuscator
-from ..report import _resize_labels, _thumb, heatmap_overlay, regions_overlay
+from ..report import heatmap_overlay, regions_overlay, thumbnail
 from .config import ServiceConfig
 from .db import Scan, make_engine, utcnow
 from .storage import Storage
 
 #: a worker that exits sooner than this after starting is restarted with a growing delay
 QUICK_DEATH_S = 30.0
+
+
+class JobLimitExceeded(BaseException):
+    """Raised inside a job that ran past its time limit. A ``BaseException``, like
+    ``KeyboardInterrupt``, so that no ``except Exception`` in the pipeline swallows it."""
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Interrupt the enclosed code with :class:`JobLimitExceeded` after ``seconds`` (SIGALRM).
+    Signals reach only the main thread, so elsewhere (a worker run in a test's thread) the
+    block runs unbounded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum, _frame):
+        raise JobLimitExceeded(f"time limit of {seconds:g} s exceeded; the image is too expensive to scan")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def limit_memory(extra_mb: int) -> None:
+    """Cap this process's address space at what it uses now plus ``extra_mb`` MiB (0: no cap), so
+    a job that needs more gets a MemoryError instead of pushing the machine into swap."""
+    if extra_mb:
+        with open("/proc/self/statm") as fh:
+            in_use = int(fh.read().split()[0]) * resource.getpagesize()
+        cap = in_use + extra_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+
+
+def _resized(values: np.ndarray, shape: tuple[int, int], nearest: bool) -> np.ndarray:
+    return cv2.resize(values, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
 
 
 def _encode(array: np.ndarray, fmt: str) -> bytes:
@@ -47,33 +102,36 @@ def render_views(result, storage: Storage, scan_id: str) -> None:
     output (when something was flagged) and, per flagged category, heat map and chosen regions
     drawn over the blurred thumbnail."""
     art = result.artifacts
-    small = _thumb(art.image)
+    small = thumbnail(art.image)
     blurred = Obfuscator("blur")(small, np.ones(small.shape[:2], bool))
     storage.put_output(scan_id, "blurred.jpg", _encode(blurred, "JPEG"))
     if art.obfuscated is not None:
         storage.put_output(scan_id, "obfuscated.png", _encode(art.obfuscated, "PNG"))
     for index, cf in enumerate(result.counterfactuals):
-        attribution = _resize_labels(art.attributions[cf.category], small.shape[:2], False)
-        segments = _resize_labels(art.segments[cf.category].astype(np.int32), small.shape[:2], True)
-        mask = _resize_labels(art.masks[cf.category].astype(np.uint8), small.shape[:2], True).astype(bool)
+        attribution = _resized(art.attributions[cf.category], small.shape[:2], False)
+        segments = _resized(art.segments[cf.category].astype(np.int32), small.shape[:2], True)
+        mask = _resized(art.masks[cf.category].astype(np.uint8), small.shape[:2], True).astype(bool)
         storage.put_output(scan_id, f"heatmap-{index}.jpg", _encode(heatmap_overlay(blurred, attribution), "JPEG"))
         storage.put_output(scan_id, f"regions-{index}.jpg", _encode(regions_overlay(blurred, segments, mask), "JPEG"))
 
 
-def release(sessions: sessionmaker, *conditions, max_attempts: int, reason: str) -> int:
+def release(sessions: sessionmaker, *conditions, max_attempts: int, reason: str, hand_back: bool = False) -> int:
     """Put running jobs matching ``conditions`` back in the queue, or mark them failed when they
-    have used up their attempts; returns how many were released."""
+    have used up their attempts (``max_attempts=0``: fail them now); returns how many were
+    released. ``hand_back`` (a graceful stop interrupted the job) gives the attempt back."""
     now = utcnow()
+    spent = Scan.attempts >= max_attempts
     with sessions() as session:
         result = session.execute(
             update(Scan)
             .where(Scan.status == "running", *conditions)
             .values(
-                status=case((Scan.attempts >= max_attempts, "failed"), else_="queued"),
+                status="queued" if hand_back else case((spent, "failed"), else_="queued"),
+                attempts=Scan.attempts - 1 if hand_back else Scan.attempts,
                 error=reason,
                 worker=None,
                 lease_until=None,
-                finished_at=case((Scan.attempts >= max_attempts, now), else_=None),
+                finished_at=None if hand_back else case((spent, now), else_=None),
             )
             .execution_options(synchronize_session=False)
         )
@@ -118,20 +176,59 @@ class Worker:
                     return candidate
         return None
 
+    @contextmanager
+    def heartbeat(self, scan_id: str):
+        """Renew the lease of ``scan_id`` every third of ``lease_s`` while the block runs."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.config.lease_s / 3):
+                try:
+                    with self.sessions() as session:
+                        session.execute(
+                            update(Scan)
+                            .where(Scan.id == scan_id, Scan.worker == self.worker_id, Scan.status == "running")
+                            .values(lease_until=utcnow() + timedelta(seconds=self.config.lease_s))
+                            .execution_options(synchronize_session=False)
+                        )
+                        session.commit()
+                except SQLAlchemyError as exc:  # a busy database: the next beat tries again
+                    print(f"safeview: worker {self.worker_id}: lease renewal failed ({exc})", file=sys.stderr, flush=True)
+
+        thread = threading.Thread(target=beat, name=f"safeview-heartbeat-{scan_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     def run(self, scan_id: str) -> None:
-        """Scan one claimed job and record its outcome (done, back to the queue, or failed)."""
+        """Scan one claimed job and record its outcome: done; back to the queue (an error, while
+        attempts remain); or failed (attempts used up, an image that cannot be decoded, or a time
+        or memory limit hit)."""
+        config = self.config
         with self.sessions() as session:
             sha256 = session.get(Scan, scan_id).sha256
+        mine = (Scan.id == scan_id, Scan.worker == self.worker_id)
         try:
-            data = self.storage.read_original(sha256)
-            loaded = load_image_info(data, max_pixels=self.config.max_pixels, max_bytes=self.config.max_bytes)
-            result = self.guard.scan(loaded)
-            render_views(result, self.storage, scan_id)
+            with self.heartbeat(scan_id), time_limit(config.job_timeout_s):
+                data = self.storage.read_original(sha256)
+                loaded = load_image_info(
+                    data, max_pixels=config.max_pixels, max_bytes=config.max_bytes,
+                    max_aspect=config.max_aspect, max_decoded_bytes=config.max_decoded_bytes,
+                )
+                result = self.guard.scan(loaded)
+                render_views(result, self.storage, scan_id)
+        except (JobLimitExceeded, ImageError) as exc:  # the same image would fail the same way again
+            release(self.sessions, *mine, max_attempts=0, reason=str(exc).replace("<bytes>", "image", 1))
+            return
         except Exception as exc:  # noqa: BLE001 - one job's failure is recorded, the worker goes on
-            release(
-                self.sessions, Scan.id == scan_id, Scan.worker == self.worker_id,
-                max_attempts=self.config.max_attempts, reason=f"{type(exc).__name__}: {exc}"[:2000],
-            )
+            if _out_of_memory(exc):
+                reason = f"memory limit of {config.job_memory_mb} MiB per job exceeded ({type(exc).__name__}); the image is too expensive to scan"
+                release(self.sessions, *mine, max_attempts=0, reason=reason)
+            else:
+                release(self.sessions, *mine, max_attempts=config.max_attempts, reason=f"{type(exc).__name__}: {exc}"[:2000])
             return
         flagged = [c.category for c in result.categories if c.unsafe]
         with self.sessions() as session:
@@ -163,16 +260,19 @@ class Worker:
 
 
 def worker_main(config: ServiceConfig, worker_id: str) -> None:
-    """Entry point of a worker process (SIGTERM stops it after the job in hand)."""
+    """Entry point of a worker process: SIGTERM stops it taking jobs; the job in hand finishes
+    (the pool kills the process if that takes longer than the grace period)."""
     from safeview.threads import set_threads
 
     set_threads(1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops its workers itself
-    engine = make_engine(config.db_url)
+    engine = make_engine(config.db_url, pool_size=2)
     try:
-        Worker(config, sessionmaker(engine, expire_on_commit=False), worker_id=worker_id).loop(stop)
+        worker = Worker(config, sessionmaker(engine, expire_on_commit=False), worker_id=worker_id)
+        limit_memory(config.job_memory_mb)
+        worker.loop(stop)
     finally:
         engine.dispose()
 
@@ -229,17 +329,25 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes.values() if p.pid is not None]
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop every worker: SIGTERM (no new jobs; the one in hand may finish), up to ``grace``
+        seconds to exit, then SIGKILL, and the jobs of killed workers handed back to the queue
+        (their attempt given back), so a graceful stop runs no job twice and loses none."""
         self._stop.set()
         if self._monitor is not None:
             self._monitor.join()
         for process in self.processes.values():
             process.terminate()
-        deadline = time.monotonic() + timeout
-        for process in self.processes.values():
-            process.join(max(0.1, deadline - time.monotonic()))
+        deadline = time.monotonic() + grace
+        killed = []
+        for worker_id, process in self.processes.items():
+            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join()
+                killed.append(worker_id)
+        if killed:
+            release(self.sessions, Scan.worker.in_(killed), max_attempts=self.config.max_attempts,
+                    reason="handed back: the server stopped while the job ran", hand_back=True)
         self.processes.clear()
         self.started.clear()

@@ -148,11 +148,12 @@ async function show(index) {
 async function decide(action) {
   const scan = state.scan;
   if (!scan) return;
-  await api(`/v1/scans/${scan.id}/decision`, {
+  const decided = await (await api(`/v1/scans/${scan.id}/decision`, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ action, note: $("note").value }),
-  });
+    body: JSON.stringify({ action, note: $("note").value, version: scan.decision_version }),
+  })).json();
+  scan.decision_version = decided.decision_version;
   say(`${action} recorded`);
   if ($("f-decided").value === "false") {
     state.items.splice(state.index, 1);
