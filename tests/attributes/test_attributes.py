@@ -1,0 +1,152 @@
+"""The attribute layer on real, benign inputs: words drawn by code onto scikit-image's photos, read
+by the real OCR and judged by the real offensive-language model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from text_scenes import draw_text, photo
+
+from safeview.attributes import (
+    DETECTORS,
+    Attribute,
+    AttributeReport,
+    AttributeReportModel,
+    DetectorRun,
+    detect,
+    overlap,
+)
+from safeview.attributes.offensive import _reading_order
+
+
+def _texts(report: AttributeReport, name: str = "text") -> list[str]:
+    return [a.text.upper() for a in report.named(name)]
+
+
+def test_drawn_word_is_read_where_it_was_drawn_and_judged_offensive(ocr_model, loser):
+    image, drawn = loser
+    report = detect(image)
+    assert [r.status for r in report.runs] == ["ran", "ran"]
+    (text,) = report.named("text")
+    assert text.text == "LOSER" and text.score > 0.9 and text.detector == "ocr"
+    assert text.version.startswith("rapidocr ") and "PP-OCR" in text.version
+    assert overlap(drawn, text.area(image.shape[:2])) > 0.95  # the box holds the drawn word
+    x0, y0, x1, y1 = text.box
+    ys, xs = np.nonzero(drawn)
+    assert x0 <= xs.min() + 3 and xs.max() - 3 <= x1 and y0 <= ys.min() + 3 and ys.max() - 3 <= y1
+    (offensive,) = report.unsafe
+    assert offensive.name == "offensive_text" and offensive.text == "LOSER" and offensive.score > 0.9
+    assert offensive.box == text.box and report.unchecked == {}
+
+
+def test_no_text_no_text_attribute(ocr_model, astronaut):
+    report = detect(astronaut)
+    assert report.attributes == () and all(r.checked for r in report.runs)
+    assert report.checked == {"text", "offensive_text"}
+
+
+def test_benign_text_is_read_but_not_offensive(ocr_model, astronaut):
+    image, _ = draw_text(astronaut, "HELLO", (20, 120), 24)
+    report = detect(image)
+    assert _texts(report) == ["HELLO"] and report.unsafe == []
+
+
+def test_word_split_across_two_boxes_is_judged_joined(ocr_model, astronaut):
+    image, first = draw_text(astronaut, "LO", (20, 120), 24)
+    image, second = draw_text(image, "SER", (100, 120), 24)
+    report = detect(image)
+    assert sorted(_texts(report)) == ["LO", "SER"]  # two boxes, neither offensive alone
+    (offensive,) = report.unsafe
+    assert offensive.text.replace(" ", "") == "LOSER"
+    assert overlap(first | second, offensive.area(image.shape[:2])) > 0.95
+
+
+@pytest.mark.parametrize("angle, height", [(25, 24), (0, 14)])
+def test_rotated_and_small_text(ocr_model, astronaut, angle, height):
+    image, drawn = draw_text(astronaut, "IDIOT", (40, 160), height, angle=angle)
+    report = detect(image)
+    (offensive,) = report.unsafe
+    assert offensive.text == "IDIOT" and overlap(drawn, offensive.area(image.shape[:2])) > 0.9
+
+
+def test_larger_image(ocr_model):
+    image, drawn = draw_text(photo((512, 384)), "LOSER", (40, 200), 40)
+    (offensive,) = detect(image).unsafe
+    assert overlap(drawn, offensive.area(image.shape[:2])) > 0.95
+
+
+def test_not_installed_is_not_checked_never_absent(monkeypatch, loser):
+    image, _ = loser
+    monkeypatch.setitem(sys.modules, "rapidocr", None)  # what an import of a missing package does
+    report = detect(image)
+    runs = {r.name: r for r in report.runs}
+    assert runs["ocr"].status == "not installed" and "pip install" in runs["ocr"].detail
+    assert runs["offensive"].status == "skipped" and "ocr" in runs["offensive"].detail
+    assert report.attributes == () and set(report.unchecked) == {"text", "offensive_text"}
+    assert report.checked == set()
+
+
+def test_offensive_model_not_installed_leaves_text_read(monkeypatch, ocr_model, loser):
+    image, _ = loser
+    monkeypatch.setitem(sys.modules, "profanity_check", None)
+    report = detect(image)
+    assert _texts(report) == ["LOSER"] and report.unsafe == []
+    assert set(report.unchecked) == {"offensive_text"}
+    assert report.run("offensive").status == "not installed"
+
+
+def test_failed_detector_is_reported_as_failed(monkeypatch, loser):
+    image, _ = loser
+
+    def broken(self, model, image, found):
+        raise RuntimeError("model file damaged")
+
+    monkeypatch.setattr(type(DETECTORS["ocr"]), "find", broken)
+    report = detect(image)
+    assert report.run("ocr").status == "failed" and "model file damaged" in report.run("ocr").detail
+    assert report.run("offensive").status == "skipped" and set(report.unchecked) == {"text", "offensive_text"}
+
+
+def test_detectors_load_lazily():
+    code = "import sys, safeview.attributes, safeview.rationale; print(sorted({'rapidocr', 'profanity_check'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown attribute detector"):
+        detect(np.zeros((8, 8, 3), np.uint8), ["nudity"])
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        detect(np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="box or a mask"):
+        Attribute("text", 0.9, "ocr", "v")
+
+
+def test_offensive_alone_brings_the_ocr_it_needs(ocr_model, loser):
+    report = detect(loser[0], ["offensive"])
+    assert [r.name for r in report.runs] == ["ocr", "offensive"] and len(report.unsafe) == 1
+
+
+def test_reading_order_groups_lines():
+    def t(box):
+        return Attribute("text", 1.0, "ocr", "v", box=box, text="x")
+
+    boxes = [t((100, 12, 150, 30)), t((0, 60, 40, 80)), t((0, 10, 60, 32))]
+    assert _reading_order(boxes) == [[2, 0], [1]]
+
+
+def test_json_model_round_trip(loser):
+    mask = np.zeros(loser[0].shape[:2], bool)
+    mask[5:9, 5:9] = True
+    report = AttributeReport(
+        (224, 224),
+        (Attribute("offensive_text", 0.9, "offensive", "v", mask=mask, text="LOSER"),),
+        (DetectorRun("offensive", "alt-profanity-check", "ran", ("offensive_text",), "v", 0.1),
+         DetectorRun("ocr", "rapidocr", "not installed", ("text",), detail="missing")),
+    )
+    model = report.to_model()
+    again = AttributeReportModel.model_validate_json(model.model_dump_json())
+    assert again == model and again.unchecked == ["text"] and again.attributes[0].unsafe
+    assert np.array_equal(again.attributes[0].mask.to_mask(), mask)
