@@ -46,3 +46,36 @@ def test_known_results_are_reused_not_recomputed(red_classifier, red_scene):
 
     again = verify([Refuses()], image, perturbations=["jpeg"], known=first)
     assert again.unsafe_probabilities == first.unsafe_probabilities and again.passed == first.passed
+
+
+def test_second_opinion_fails_readable_offensive_text_and_passes_once_blurred():
+    from text_scenes import draw_text, photo
+
+    from safeview.attributes import detect, second_opinion
+    from safeview.obfuscate import obfuscate
+
+    image, _ = draw_text(photo(), "LOSER", (20, 120), 24)
+    (found,) = detect(image).unsafe
+    visible = second_opinion(image)
+    assert not visible.passed and visible.complete
+    assert {v.detector: v.verdict for v in visible.verdicts} == {"ocr": "passed", "offensive": "failed"}
+    assert visible.failures() == [f'offensive: "LOSER" ({found.score:.2f})']
+    for style in ("blur", "pixelate"):
+        hidden = second_opinion(obfuscate(image, found.area(image.shape[:2]), style=style))
+        assert hidden.passed and hidden.complete, (style, hidden.failures())
+    model = visible.to_model()
+    assert not model.passed and model.verdicts[1].found[0].text == "LOSER"
+
+
+def test_second_opinion_without_detectors_is_not_checked(monkeypatch):
+    import sys
+
+    from text_scenes import draw_text, photo
+
+    from safeview.attributes import second_opinion
+
+    monkeypatch.setitem(sys.modules, "rapidocr", None)
+    opinion = second_opinion(draw_text(photo(), "LOSER", (20, 120), 24)[0])
+    assert opinion.passed and not opinion.complete  # nothing found, but nothing looked
+    assert [v.verdict for v in opinion.verdicts] == ["not checked", "not checked"]
+    assert "not installed" in opinion.verdicts[0].detail
