@@ -51,7 +51,7 @@ def test_known_results_are_reused_not_recomputed(red_classifier, red_scene):
 def test_second_opinion_fails_readable_offensive_text_and_passes_once_blurred():
     from text_scenes import draw_text, photo
 
-    from safeview.attributes import detect, second_opinion
+    from safeview.attributes import SecondOpinionModel, detect, second_opinion
     from safeview.obfuscate import obfuscate
 
     image, _ = draw_text(photo(), "LOSER", (20, 120), 24)
@@ -63,7 +63,7 @@ def test_second_opinion_fails_readable_offensive_text_and_passes_once_blurred():
     for style in ("blur", "pixelate"):
         hidden = second_opinion(obfuscate(image, found.area(image.shape[:2]), style=style))
         assert hidden.passed and hidden.complete, (style, hidden.failures())
-    model = visible.to_model()
+    model = SecondOpinionModel.from_opinion(visible)
     assert not model.passed and model.verdicts[1].found[0].text == "LOSER"
 
 

@@ -146,7 +146,7 @@ def test_json_model_round_trip(loser):
         (DetectorRun("offensive", "alt-profanity-check", "ran", ("offensive_text",), "v", 0.1),
          DetectorRun("ocr", "rapidocr", "not installed", ("text",), detail="missing")),
     )
-    model = report.to_model()
+    model = AttributeReportModel.from_report(report)
     again = AttributeReportModel.model_validate_json(model.model_dump_json())
     assert again == model and again.unchecked == ["text"] and again.attributes[0].unsafe
     assert np.array_equal(again.attributes[0].mask.to_mask(), mask)

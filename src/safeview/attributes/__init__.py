@@ -23,12 +23,11 @@ readable) is found.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .base import UNSAFE_ATTRIBUTES, Attribute, AttributeReport, DetectorRun, NotInstalled, overlap
+from .base import UNSAFE_ATTRIBUTES, Attribute, AttributeReport, DetectorRun, NotInstalled, SecondOpinion, Verdict, overlap
 from .detector import Detector
 from .models import AttributeModel, AttributeReportModel, DetectorRunModel, SecondOpinionModel, VerdictModel
 from .ocr import OCR
@@ -82,42 +81,6 @@ def detect(image: np.ndarray, detectors: Sequence[str] = DEFAULT_DETECTORS) -> A
         found += new
         record("ran", time.perf_counter() - t, version)
     return AttributeReport(tuple(image.shape[:2]), tuple(found), tuple(runs.values()))
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One detector's second opinion on an output: ``failed`` when it found an unsafe attribute
-    (``found``), ``passed`` when it ran and found none, ``not checked`` when it did not run."""
-
-    detector: str
-    verdict: Literal["passed", "failed", "not checked"]
-    found: tuple[Attribute, ...]
-    detail: str | None = None
-
-
-@dataclass(frozen=True)
-class SecondOpinion:
-    """The attribute detectors' verdicts on an obfuscated output. ``passed`` when none of them
-    failed it; ``complete`` only when every requested detector ran, so a caller can tell "passed"
-    from "passed, but nothing looked"."""
-
-    report: AttributeReport
-    verdicts: tuple[Verdict, ...]
-
-    @property
-    def passed(self) -> bool:
-        return all(v.verdict != "failed" for v in self.verdicts)
-
-    @property
-    def complete(self) -> bool:
-        return all(v.verdict != "not checked" for v in self.verdicts)
-
-    def failures(self) -> list[str]:
-        """``detector: "text" (score)`` for every unsafe attribute still found."""
-        return [f'{v.detector}: "{a.text}" ({a.score:.2f})' for v in self.verdicts for a in v.found]
-
-    def to_model(self) -> SecondOpinionModel:
-        return SecondOpinionModel.from_opinion(self)
 
 
 def second_opinion(output: np.ndarray, detectors: Sequence[str] = DEFAULT_DETECTORS) -> SecondOpinion:

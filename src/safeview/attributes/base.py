@@ -104,10 +104,38 @@ class AttributeReport:
     def run(self, detector: str) -> DetectorRun | None:
         return next((r for r in self.runs if r.name == detector), None)
 
-    def to_model(self):
-        from .models import AttributeReportModel
 
-        return AttributeReportModel.from_report(self)
+@dataclass(frozen=True)
+class Verdict:
+    """One detector's second opinion on an output: ``failed`` when it found an unsafe attribute
+    (``found``), ``passed`` when it ran and found none, ``not checked`` when it did not run."""
+
+    detector: str
+    verdict: Literal["passed", "failed", "not checked"]
+    found: tuple[Attribute, ...]
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class SecondOpinion:
+    """The attribute detectors' verdicts on an obfuscated output. ``passed`` when none of them
+    failed it; ``complete`` only when every requested detector ran, so a caller can tell "passed"
+    from "passed, but nothing looked"."""
+
+    report: AttributeReport
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(v.verdict != "failed" for v in self.verdicts)
+
+    @property
+    def complete(self) -> bool:
+        return all(v.verdict != "not checked" for v in self.verdicts)
+
+    def failures(self) -> list[str]:
+        """``detector: "text" (score)`` for every unsafe attribute still found."""
+        return [f'{v.detector}: "{a.text}" ({a.score:.2f})' for v in self.verdicts for a in v.found]
 
 
 def overlap(a: np.ndarray, b: np.ndarray) -> float:

@@ -4,15 +4,12 @@ Masks are COCO run-length encodings, as everywhere in :mod:`safeview.schema`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from ..schema import RLE
-
-if TYPE_CHECKING:
-    from . import SecondOpinion, Verdict
-    from .base import Attribute, AttributeReport, DetectorRun
+from .base import Attribute, AttributeReport, DetectorRun, SecondOpinion, Verdict
 
 
 class AttributeModel(BaseModel):
@@ -28,7 +25,7 @@ class AttributeModel(BaseModel):
     unsafe: bool = Field(description="its presence makes an image, or an obfuscated output, unsafe")
 
     @classmethod
-    def from_attribute(cls, a: "Attribute") -> "AttributeModel":
+    def from_attribute(cls, a: Attribute) -> AttributeModel:
         return cls(
             name=a.name, score=a.score, box=a.box, mask=RLE.from_mask(a.mask) if a.mask is not None else None,
             detector=a.detector, version=a.version, text=a.text, unsafe=a.unsafe,
@@ -47,7 +44,7 @@ class DetectorRunModel(BaseModel):
     detail: str | None = None
 
     @classmethod
-    def from_run(cls, r: "DetectorRun") -> "DetectorRunModel":
+    def from_run(cls, r: DetectorRun) -> DetectorRunModel:
         return cls(name=r.name, package=r.package, status=r.status, sees=list(r.sees), version=r.version,
                    seconds=r.seconds, detail=r.detail)
 
@@ -60,7 +57,7 @@ class AttributeReportModel(BaseModel):
     unchecked: list[str] = Field(description="attribute names no detector that ran could see")
 
     @classmethod
-    def from_report(cls, report: "AttributeReport") -> "AttributeReportModel":
+    def from_report(cls, report: AttributeReport) -> AttributeReportModel:
         return cls(
             attributes=[AttributeModel.from_attribute(a) for a in report.attributes],
             detectors=[DetectorRunModel.from_run(r) for r in report.runs],
@@ -75,7 +72,7 @@ class VerdictModel(BaseModel):
     detail: str | None = None
 
     @classmethod
-    def from_verdict(cls, v: "Verdict") -> "VerdictModel":
+    def from_verdict(cls, v: Verdict) -> VerdictModel:
         return cls(detector=v.detector, verdict=v.verdict, found=[AttributeModel.from_attribute(a) for a in v.found],
                    detail=v.detail)
 
@@ -89,6 +86,6 @@ class SecondOpinionModel(BaseModel):
     report: AttributeReportModel
 
     @classmethod
-    def from_opinion(cls, o: "SecondOpinion") -> "SecondOpinionModel":
+    def from_opinion(cls, o: SecondOpinion) -> SecondOpinionModel:
         return cls(passed=o.passed, complete=o.complete, verdicts=[VerdictModel.from_verdict(v) for v in o.verdicts],
                    report=AttributeReportModel.from_report(o.report))

@@ -2,7 +2,9 @@
 ConditionalVLM). Backends share one interface, ``rationale(image, control, evidence) -> Rationale``:
 
 ``evidence`` (default, no weights)
-    a structured statement of verdicts, confidences and the counterfactual regions.
+    a structured statement of verdicts, confidences and the counterfactual regions; given
+    ``attributes`` (:func:`safeview.attributes.detect` on the original), also the attributes found,
+    where they lie relative to the obfuscated ``regions``, and what was not checked.
 ``instructblip``
     CIIT on a local InstructBLIP checkpoint (:mod:`.ciit`); options ``vlm`` (directory),
     ``guidance`` (w, 1.0; 0 is the paper's ablation), ``prior`` (True), ``device``, ``quantize``,
@@ -19,10 +21,11 @@ names another templates file.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..attributes import AttributeReport, AttributeReportModel
 from ..schema import Rationale
 from .control import ControlCode, as_control, control_code
 from .evidence import ATTRIBUTES, evidence_rationale
@@ -52,10 +55,14 @@ def rationale(
     backend: str = "evidence",
     threshold: float = 0.5,
     question: str | None = None,
+    attributes: AttributeReport | None = None,
+    regions: Sequence[np.ndarray] | None = None,
     **options: Any,
 ) -> Rationale:
     """Explain the verdict on ``image`` given the control code (category -> unsafe probability)
-    and the counterfactual evidence, with the chosen backend and its ``options``."""
+    and the counterfactual evidence, with the chosen backend and its ``options``. ``attributes``
+    (the detectors' report on the original image) grounds the evidence rationale and goes to the
+    VLM backends' recorded evidence; ``regions`` are the obfuscated regions' masks in order."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown rationale backend {backend!r}; available: {', '.join(BACKENDS)}")
     unknown = set(options) - set(OPTIONS[backend])
@@ -63,12 +70,16 @@ def rationale(
         raise ValueError(f"the {backend} backend takes no option {', '.join(sorted(unknown))}; it takes: {', '.join(OPTIONS[backend]) or 'none'}")
     code = as_control(control, threshold=threshold)
     if backend == "evidence":
-        return evidence_rationale(image.shape[:2], code.probabilities, evidence, threshold=threshold)
+        return evidence_rationale(
+            image.shape[:2], code.probabilities, evidence, threshold=threshold, attributes=attributes, regions=regions
+        )
     templates = load_templates(options.get("prompts") or DEFAULT_PROMPTS)
     question = question or templates.generic[0]
     summary: dict[str, Any] = {"control": code.probabilities, "flagged": list(code.flagged), "question": question}
     if evidence:  # the counterfactual, without its masks (they are in the scan result)
         summary["categories"] = {c: {k: v for k, v in ev.items() if k != "mask"} for c, ev in evidence.items()}
+    if attributes is not None:
+        summary["attributes"] = AttributeReportModel.from_report(attributes).model_dump(mode="json")
     if backend == "instructblip":
         if not options.get("vlm"):
             raise ValueError("the instructblip backend needs vlm=PATH (a local checkpoint directory)")
