@@ -32,12 +32,6 @@ class Detector(ABC):
     sees: tuple[str, ...]
     needs: tuple[str, ...] = ()
 
-    def __hash__(self) -> int:
-        return hash((type(self), self.name))
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.name == getattr(other, "name", None)
-
     def load(self) -> Any:
         """The detector's model, built once; :class:`NotInstalled` when its package is missing
         (checked on every call, so an uninstalled package is never served from the cache)."""
