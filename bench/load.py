@@ -1,23 +1,28 @@
-"""Load and fault benchmark of ``safeview serve`` on loopback (issue 6).
+"""Load and fault benchmark of ``safeview serve`` on loopback (issues 6 and 14).
 
 N client threads submit benign synthetic images (``safeview.synth.make_sample``, stand-ins only)
-and poll each scan until it finishes, for a bounded time and a bounded number of submissions.
-The report gives requests/s, p50/p95/p99 latency of a submission and of a finished scan, errors
-by status, and peak RSS of the server and its workers; at the end every accepted job must be
-done exactly once and every stored original must still hash to its name. ``--fault`` also kills
-a worker with SIGKILL a third of the way in and restarts the whole server two thirds in.
+and poll each scan until it finishes, for a bounded time (``--duration``) and a bounded number of
+submissions. The report gives requests/s, p50/p95/p99 latency of a submission and of a finished
+scan, responses by status (5xx counted), RSS of the server and its workers at start and end; at
+the end every accepted job must be finished, none lost, and every stored original byte-identical
+to the upload. ``--fault`` also kills a worker with SIGKILL a third of the way in and, two thirds
+in, stops the server with SIGTERM (graceful: workers finish or hand back their job), checks that
+no child process outlived it, and starts it again. ``--postgres`` repeats the run on a throwaway
+PostgreSQL server started with ``initdb``/``pg_ctl`` (skipped with a note when they are missing).
 
-    python bench/load.py --duration 60 --clients 4 --fault --out bench/results/load.md
+    python bench/load.py --duration 60 --clients 4 --fault --postgres --out bench/results/load.md
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import os
+import shutil
 import signal
-import sqlite3
+import socket
 import subprocess
 import sys
 import tempfile
@@ -59,12 +64,45 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def postgres_server(work: Path):
+    """A throwaway PostgreSQL cluster in ``work`` on a free loopback port (trust auth, run as the
+    ``postgres`` user when we are root); yields its SQLAlchemy URL, or None when ``initdb`` or
+    ``pg_ctl`` is missing."""
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not initdb or not pg_ctl:
+        yield None
+        return
+    data, port = work / "pgdata", free_port()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    work.mkdir(parents=True, exist_ok=True)
+    if as_user:  # the cluster runs as postgres: it must reach its folder (traverse only above it)
+        work.parent.chmod(0o711)
+        shutil.chown(work, "postgres")
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True, capture_output=True)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(work / "pg.log"), "-w", "start",
+                    "-o", f"-p {port} -k {work} -c listen_addresses=127.0.0.1 -c max_connections=200"], check=True, capture_output=True)
+    try:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as connection:
+            connection.execute("CREATE DATABASE safeview_load")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/safeview_load"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+
+
 class Server:
     """``safeview serve`` as a subprocess on a loopback port."""
 
-    def __init__(self, work: Path, port: int, models: str, workers: int) -> None:
-        self.work, self.port, self.models, self.workers = work, port, models, workers
-        self.db = f"sqlite:///{work}/service.db"
+    def __init__(self, work: Path, port: int, models: str, workers: int, db: str) -> None:
+        self.work, self.port, self.models, self.workers, self.db = work, port, models, workers, db
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -84,19 +122,31 @@ class Server:
                 time.sleep(0.2)
         raise RuntimeError(f"server did not start; see {self.work / 'server.log'}")
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self) -> list[int]:
+        """SIGTERM, as a service manager stops it; returns the child processes that outlived it."""
+        if not self.process or self.process.poll() is not None:
+            return []
+        kids = children(self.process.pid)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(90)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        time.sleep(0.5)
+        return [pid for pid in kids if Path(f"/proc/{pid}").exists() and _state(pid) != "Z"]
 
     def pids(self) -> tuple[int | None, list[int]]:
         if not self.process or self.process.poll() is not None:
             return None, []
         return self.process.pid, [p for p in children(self.process.pid) if "spawn_main" in _cmdline(p)]
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def _cmdline(pid: int) -> str:
@@ -128,12 +178,15 @@ def tiny_checkpoint(path: Path) -> str:
     return str(path)
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: argparse.Namespace, work: Path, db: str, database: str) -> str:
     import httpx
+    from sqlalchemy import create_engine, select
 
-    work = Path(tempfile.mkdtemp(prefix="safeview-load-"))
+    from safeview.service.db import Scan
+
+    work.mkdir(parents=True, exist_ok=True)
     models = tiny_checkpoint(work / "tiny.safeview") if args.models == "tiny" else args.models
-    server = Server(work, args.port, models, args.workers)
+    server = Server(work, args.port, models, args.workers, db)
     key = subprocess.run([*SAFEVIEW, "keys", "create", "--role", "admin", "--db", server.db], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     server.start()
     base, headers = f"http://127.0.0.1:{args.port}", {"X-API-Key": key}
@@ -144,7 +197,7 @@ def run(args: argparse.Namespace) -> str:
     submit_latency: list[float] = []
     scan_latency: list[float] = []
     statuses: Counter[str] = Counter()
-    accepted: dict[str, str] = {}  # scan id -> sha256 of the uploaded bytes
+    accepted: dict[str, int] = {}  # scan id -> index of the uploaded image
     requests_done = [0]
     t_start = time.monotonic()
     stop_at = t_start + args.duration
@@ -176,7 +229,7 @@ def run(args: argparse.Namespace) -> str:
                     continue
                 scan_id = response.json()["id"]
                 with lock:
-                    accepted[scan_id] = hashlib.sha256(data).hexdigest()
+                    accepted[scan_id] = index
                 while time.monotonic() < stop_at + args.drain:
                     try:
                         poll = http.get(f"/v1/scans/{scan_id}")
@@ -209,8 +262,9 @@ def run(args: argparse.Namespace) -> str:
             os.kill(workers[0], signal.SIGKILL)
             events.append(f"t={time.monotonic() - t_start:.1f}s: SIGKILL worker {workers[0]}")
         time.sleep(args.duration / 3)
-        events.append(f"t={time.monotonic() - t_start:.1f}s: server stopped (SIGINT)")
-        server.stop()
+        events.append(f"t={time.monotonic() - t_start:.1f}s: server stopped (SIGTERM)")
+        survivors = server.stop()
+        events.append(f"t={time.monotonic() - t_start:.1f}s: stopped; child processes that outlived it: {len(survivors)}")
         server.start()
         events.append(f"t={time.monotonic() - t_start:.1f}s: server restarted")
 
@@ -233,30 +287,35 @@ def run(args: argparse.Namespace) -> str:
         if counts["queued"] + counts["running"] == 0:
             break
         time.sleep(1)
-    server.stop()
-    db = sqlite3.connect(server.db.removeprefix("sqlite:///"))
-    rows = {sid: (sha, status, attempts) for sid, sha, status, attempts in db.execute("select id, sha256, status, attempts from scans")}
-    db.close()
+    rss_end = {name: (rss[name][-1][1] if rss[name] else float("nan")) for name in rss}
+    survivors = server.stop()
+    engine = create_engine(db)
+    with engine.connect() as connection:
+        rows = {sid: (sha, status, attempts) for sid, sha, status, attempts in connection.execute(select(Scan.id, Scan.sha256, Scan.status, Scan.attempts))}
+    engine.dispose()
     final = Counter(rows[i][1] if i in rows else "lost" for i in accepted)
-    wrong_sha = sum(1 for i, sha in accepted.items() if i in rows and rows[i][0] != sha)
+    wrong_sha = sum(1 for i, index in accepted.items() if i in rows and rows[i][0] != hashlib.sha256(images[index]).hexdigest())
     attempts = Counter(rows[i][2] for i in accepted if i in rows)
     stored = [p for p in (work / "storage" / "originals").rglob("*") if p.is_file()]
     altered = sum(1 for p in stored if hashlib.sha256(p.read_bytes()).hexdigest() != p.name)
-    missing = sum(1 for sha in accepted.values() if not (work / "storage" / "originals" / sha[:2] / sha).is_file())
+    original = {i: work / "storage" / "originals" / rows[i][0][:2] / rows[i][0] for i in accepted if i in rows}
+    missing = sum(1 for path in original.values() if not path.is_file())
+    identical = sum(1 for i, path in original.items() if path.is_file() and path.read_bytes() == images[accepted[i]])
 
     def rss_line(name: str) -> str:
         values = [v for _, v in rss[name]]
         if not values:
-            return f"| {name} | n/a | n/a | n/a |"
+            return f"| {name} | n/a | n/a | n/a | n/a |"
         warm = [v for t, v in rss[name] if t >= elapsed / 3] or values
-        return f"| {name} | {max(values):.0f} | {warm[0]:.0f} | {values[-1]:.0f} |"
+        return f"| {name} | {values[0]:.0f} | {warm[0]:.0f} | {rss_end[name]:.0f} | {max(values):.0f} |"
 
     lines = [
-        f"# Load run of `safeview serve` ({'with faults' if args.fault else 'no faults'})",
+        f"# Load run of `safeview serve` on {database} ({'with faults' if args.fault else 'no faults'})",
         "",
         f"Command: `python bench/load.py --duration {args.duration:g} --clients {args.clients} --workers {args.workers} "
-        f"--max-requests {args.max_requests} --size {args.size} --models {args.models}{' --fault' if args.fault else ''}`",
-        f"Machine: {os.cpu_count()} CPU cores (shared), SQLite database, loopback. Models: "
+        f"--max-requests {args.max_requests} --size {args.size} --models {args.models}{' --fault' if args.fault else ''}"
+        f"{' --postgres' if args.postgres else ''}`",
+        f"Machine: {os.cpu_count()} CPU cores (shared), {database} database, loopback. Models: "
         + ("an untrained 48-px small CNN (measures the service, not a model)" if args.models == "tiny" else args.models),
         "",
         f"- load phase: {elapsed:.1f} s, {requests_done[0]} HTTP requests ({requests_done[0] / elapsed:.1f} requests/s), "
@@ -267,11 +326,14 @@ def run(args: argparse.Namespace) -> str:
         f"p99 {percentile(scan_latency, 99):.2f} s ({len(scan_latency)} observed by clients)",
         "- responses by status: " + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())),
         f"- 5xx responses: {sum(v for k, v in statuses.items() if k.startswith('5'))}",
-        f"- accepted jobs by final status: {dict(final)}; lost: {final['lost']}; attempts per job: {dict(sorted(attempts.items()))}",
-        f"- originals stored: {len(stored)}; altered: {altered}; missing: {missing}; scan rows whose sha256 differs from the upload: {wrong_sha}",
+        f"- accepted jobs by final status: {dict(final)}; lost: {final['lost']}; attempts per job: {dict(sorted(attempts.items()))} "
+        f"(a job is run twice only when its worker was SIGKILLed mid-job: {sum(n for a, n in attempts.items() if a > 1)} such jobs)",
+        f"- originals stored: {len(stored)}; byte-identical to the upload: {identical} of {len(original)}; altered: {altered}; "
+        f"missing: {missing}; scan rows whose sha256 differs from the upload: {wrong_sha}",
+        f"- child processes left after the final SIGTERM: {len(survivors)}",
         "",
-        "| process | peak RSS MB | RSS after warm-up MB | RSS at end MB |",
-        "|---|---|---|---|",
+        "| process | RSS at start MB | RSS after warm-up MB | RSS at end of load MB | peak RSS MB |",
+        "|---|---|---|---|---|",
         rss_line("server"),
         rss_line("workers"),
     ]
@@ -291,10 +353,15 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=0.25, help="seconds between status polls")
     parser.add_argument("--drain", type=float, default=120.0, help="seconds allowed after the load for pending jobs")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--fault", action="store_true", help="kill a worker and restart the server during the run")
+    parser.add_argument("--fault", action="store_true", help="kill a worker, stop the server with SIGTERM and restart it during the run")
+    parser.add_argument("--postgres", action="store_true", help="run once more on a throwaway PostgreSQL server (initdb/pg_ctl)")
     parser.add_argument("--out", type=Path, help="append the report to this Markdown file")
     args = parser.parse_args()
-    report = run(args)
+    work = Path(tempfile.mkdtemp(prefix="safeview-load-"))
+    report = run(args, work / "sqlite", f"sqlite:///{work}/sqlite/service.db", "SQLite")
+    if args.postgres:
+        with postgres_server(work / "pg") as url:
+            report += "\n" + (run(args, work / "postgres", url, "PostgreSQL") if url else "PostgreSQL run skipped: initdb/pg_ctl not found\n")
     sys.stdout.write(report)
     if args.out:
         with open(args.out, "a", encoding="utf-8") as fh:
