@@ -271,7 +271,7 @@ def test_a_long_job_keeps_its_lease_by_heartbeat(svc):
         assert row.status == "done" and row.attempts == 1
 
 
-def test_sigterm_ends_every_worker_and_hands_back_or_finishes_jobs(tmp_path):
+def test_sigterm_ends_every_worker_and_a_job_over_its_memory_limit_fails(tmp_path):
     checkpoint = tmp_path / "tiny.safeview"
     tiny_models()[0].save(checkpoint, arch="small", arch_kwargs={"width": 8})
     url = f"sqlite:///{tmp_path}/db.sqlite"
@@ -283,7 +283,7 @@ def test_sigterm_ends_every_worker_and_hands_back_or_finishes_jobs(tmp_path):
         port = s.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "safeview", "serve", "--port", str(port), "--db", url, "--storage", str(tmp_path / "storage"),
-         "--workers", "1", "--models", str(checkpoint), "--shutdown-grace", "5"],
+         "--workers", "1", "--models", str(checkpoint), "--shutdown-grace", "5", "--job-memory-mb", "128"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     try:
@@ -292,16 +292,20 @@ def test_sigterm_ends_every_worker_and_hands_back_or_finishes_jobs(tmp_path):
         deadline = time.monotonic() + 30
         while not ids and time.monotonic() < deadline:
             try:
-                ids = [httpx.post(f"{base}/v1/scans", files={"file": ("a.png", png(np.full((48, 48, 3), i, np.uint8)))}, headers={"X-API-Key": key}).json()["id"] for i in range(3)]
+                uploads = [flat_png(6000, 6000)] + [png(np.full((48, 48, 3), i, np.uint8)) for i in range(3)]  # 6000² decodes to > 128 MiB
+                ids = [httpx.post(f"{base}/v1/scans", files={"file": ("a.png", data)}, headers={"X-API-Key": key}).json()["id"] for data in uploads]
             except httpx.TransportError:
                 time.sleep(0.2)
         assert ids, "the server did not start"
         deadline = time.monotonic() + 45  # the worker loads torch and the model, then drains
         while time.monotonic() < deadline:
             with app.state.sessions() as session:
-                if session.scalar(sql_select(Scan.status).where(Scan.id == ids[0])) == "done":
+                big, small = session.get(Scan, ids[0]), session.get(Scan, ids[1])
+                if big.status == "failed" and small.status == "done":
                     break
             time.sleep(0.3)
+        assert big.status == "failed" and big.attempts == 1 and "memory limit of 128 MiB" in big.error, (big.status, big.error)
+        assert small.status == "done"
         children = [int(p) for p in subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()]
         assert children, "the server has no worker processes"
         server.send_signal(signal.SIGTERM)
@@ -315,7 +319,7 @@ def test_sigterm_ends_every_worker_and_hands_back_or_finishes_jobs(tmp_path):
     assert not alive, f"processes outlived the server: {alive}"
     with app.state.sessions() as session:
         left = session.scalars(sql_select(Scan.status).where(Scan.id.in_(ids))).all()
-    assert "running" not in left and set(left) <= {"done", "queued"}
+    assert "running" not in left and set(left) <= {"done", "failed", "queued"}
     app.state.engine.dispose()
 
 
