@@ -375,62 +375,128 @@ def serve(
     storage: Path = typer.Option(DEFAULT_STORAGE, help="Folder for originals (read-only, content-addressed) and outputs."),
     workers: int = typer.Option(1, help="Scanning worker processes (each loads the models once)."),
     models: str = typer.Option("default", help="Model set the workers load (as for `safeview scan --models`)."),
-    max_bytes: int = typer.Option(20 * 1024 * 1024, help="Largest upload in bytes."),
+    max_bytes: int = typer.Option(20 * 1024 * 1024, help="Largest upload in bytes, enforced while the body streams (chunked too)."),
     max_pixels: int = typer.Option(40_000_000, help="Largest image in pixels (decompression-bomb guard)."),
+    max_aspect: float = typer.Option(32.0, help="Largest aspect ratio, long side / short side."),
+    max_decoded_mb: int = typer.Option(256, help="Largest decoded first frame, MiB (width × height × bytes per pixel)."),
+    job_timeout: float = typer.Option(600.0, help="Seconds a job may run; then it fails with that reason (no retry)."),
+    job_memory_mb: int = typer.Option(0, help="MiB of address space a worker may use per job beyond its models (0: no limit); then the job fails."),
+    shutdown_grace: float = typer.Option(30.0, help="Seconds workers get on SIGTERM/SIGINT to finish the job in hand before it is handed back."),
     rate_limit: int = typer.Option(600, help="Requests per minute allowed per API key."),
     max_attempts: int = typer.Option(3, help="Tries of a failing job before it is marked failed."),
     mode: str = typer.Option("hide", help="CSE mode: hide (default: hide the content; margin, evidence completion, robust verification), paper (the paper's greedy prefix at the first flip), minimal (that prefix pruned to 1-minimal)."),
 ) -> None:
-    """Run the moderation service: REST API under /v1 (docs at /docs), review UI at /ui, workers."""
+    """Run the moderation service: REST API under /v1 (schema at /openapi.json; no Swagger UI, it would load from a CDN), review UI at /ui, and the worker processes.
+
+    Keys: `safeview keys create|list|revoke|rotate` (or /v1/keys as an admin); a revoked or expired key gets 401 on its next request. Submitters see only their own scans.
+
+    Limits: uploads are checked from the header (bytes, pixels, aspect ratio, decoded size) before anything is stored; a job over --job-timeout or --job-memory-mb fails with the reason.
+
+    Shutdown (SIGTERM or Ctrl-C): the server stops accepting requests, workers stop taking jobs and get --shutdown-grace seconds to finish the one in hand; any still running is then killed and its job handed back to the queue for the next start. No worker process outlives the server.
+    """
     import uvicorn
 
     from .service.app import create_app
     from .service.config import ServiceConfig
-    from .service.worker import WorkerPool
 
     if workers < 0:
         fail("--workers must be 0 or more")
     try:
         config = ServiceConfig(
-            db_url=db, storage=storage, models=models, max_bytes=max_bytes, max_pixels=max_pixels,
-            rate_limit=rate_limit, max_attempts=max_attempts, safeguard={"mode": mode},
+            db_url=db, storage=storage, models=models, max_bytes=max_bytes, max_pixels=max_pixels, max_aspect=max_aspect,
+            max_decoded_bytes=max_decoded_mb * 2**20, job_timeout_s=job_timeout, job_memory_mb=job_memory_mb,
+            workers=workers, shutdown_grace_s=shutdown_grace, rate_limit=rate_limit, max_attempts=max_attempts,
+            safeguard={"mode": mode},
         )
         application = create_app(config)
     except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable database, a bad limit: one line
         fail(f"cannot start the service: {exc}")
-    pool = WorkerPool(config, application.state.sessions, workers)
-    pool.start()
-    console.print(f"SafeView service on http://{host}:{port}/ui (API docs /docs), {workers} worker(s), database {db}", highlight=False, soft_wrap=True)
-    try:
-        uvicorn.run(application, host=host, port=port, log_level="warning")
-    finally:
-        pool.stop()
+    console.print(f"SafeView service on http://{host}:{port}/ui, {workers} worker(s), database {db}", highlight=False, soft_wrap=True)
+    uvicorn.run(application, host=host, port=port, log_level="warning", timeout_graceful_shutdown=max(1, int(shutdown_grace)))
 
 
-keys_app = typer.Typer(help="Manage the service's API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage the service's API keys: create, list, revoke, rotate.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+KEYS_DB = typer.Option(DEFAULT_DB, "--db", help="Database URL of the service.")
+
+
+def _key_sessions(db: str):
+    """Engine and session factory of the service database ``db`` (exit 2 if it cannot be opened)."""
+    from .service.db import open_database
+
+    try:
+        return open_database(db)
+    except Exception as exc:  # noqa: BLE001
+        fail(f"cannot open the database {db}: {exc}")
 
 
 @keys_app.command("create")
 def keys_create(
-    role: str = typer.Option(..., help="submitter (submit and read scans), reviewer (also see originals and decide) or admin (also audit log, deletions)."),
-    db: str = typer.Option(DEFAULT_DB, "--db", help="Database URL of the service."),
+    role: str = typer.Option(..., help="submitter (submit and read its own scans), reviewer (all scans, originals, decisions) or admin (also audit log, deletions, keys)."),
+    expires_days: Optional[float] = typer.Option(None, help="Days until the key stops working (default: until revoked)."),
+    db: str = KEYS_DB,
 ) -> None:
     """Create an API key; it is printed once, on the last line, and only its hash is stored."""
     from .service.auth import create_key
-    from .service.db import ROLES, open_database
+    from .service.db import ROLES
 
     if role not in ROLES:
         fail(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
-    try:
-        engine, sessions = open_database(db)
-    except Exception as exc:  # noqa: BLE001
-        fail(f"cannot open the database {db}: {exc}")
+    if expires_days is not None and expires_days <= 0:
+        fail("--expires-days must be positive")
+    engine, sessions = _key_sessions(db)
     with sessions() as session:
-        key = create_key(session, role)
+        key = create_key(session, role, expires_days=expires_days)
     engine.dispose()
     console.print(f"created a {role} key; store it now, it cannot be shown again:", highlight=False)
     typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(db: str = KEYS_DB) -> None:
+    """List the keys (id, prefix, role, state, created, expires, revoked), one per line; never a secret."""
+    from .service.auth import list_keys
+
+    engine, sessions = _key_sessions(db)
+    with sessions() as session:
+        for row in list_keys(session):
+            typer.echo(f"{row['id']}\t{row['prefix']}\t{row['role']}\t{row['state']}\t{row['created_at']}\t{row['expires_at'] or '-'}\t{row['revoked_at'] or '-'}")
+    engine.dispose()
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: str = typer.Argument(..., help="The key's id or prefix (see `safeview keys list`)."), db: str = KEYS_DB) -> None:
+    """Revoke a key: its next request gets 401."""
+    from .service.auth import revoke_key
+
+    engine, sessions = _key_sessions(db)
+    with sessions() as session:
+        try:
+            row = revoke_key(session, key)
+        except LookupError as exc:
+            fail(str(exc))
+    engine.dispose()
+    typer.echo(f"revoked key {row.id} ({row.prefix}, {row.role})")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key: str = typer.Argument(..., help="The key's id or prefix (see `safeview keys list`)."),
+    expires_days: Optional[float] = typer.Option(None, help="Days until the new key stops working (default: until revoked)."),
+    db: str = KEYS_DB,
+) -> None:
+    """Replace a key by a new one of the same role and revoke the old one; the new key is printed once, on the last line."""
+    from .service.auth import rotate_key
+
+    engine, sessions = _key_sessions(db)
+    with sessions() as session:
+        try:
+            old, new = rotate_key(session, key, expires_days=expires_days)
+        except (LookupError, ValueError) as exc:
+            fail(str(exc))
+    engine.dispose()
+    console.print(f"revoked key {old.id} ({old.prefix}); its {old.role} replacement, shown once:", highlight=False)
+    typer.echo(new)
 
 
 vlm_app = typer.Typer(help="ConditionalVLM rationales: build data, train CIIT (eq. 3), evaluate backends.", no_args_is_help=True)
