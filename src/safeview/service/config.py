@@ -44,7 +44,7 @@ class ServiceConfig:
     lease_s: float = 300.0
     poll_s: float = 0.5
     job_timeout_s: float = 600.0
-    job_memory_mb: int = 0
+    job_memory_mb: int = 4096
     workers: int = 0
     shutdown_grace_s: float = 30.0
     pool_size: int = 48
