@@ -380,7 +380,7 @@ def serve(
     max_aspect: float = typer.Option(32.0, help="Largest aspect ratio, long side / short side."),
     max_decoded_mb: int = typer.Option(256, help="Largest decoded first frame, MiB (width × height × bytes per pixel)."),
     job_timeout: float = typer.Option(600.0, help="Seconds a job may run; then it fails with that reason (no retry)."),
-    job_memory_mb: int = typer.Option(0, help="MiB of address space a worker may use per job beyond its models (0: no limit); then the job fails."),
+    job_memory_mb: int = typer.Option(4096, help="MiB of address space a worker may use per job beyond its models (0: no limit); then the job fails."),
     shutdown_grace: float = typer.Option(30.0, help="Seconds workers get on SIGTERM/SIGINT to finish the job in hand before it is handed back."),
     rate_limit: int = typer.Option(600, help="Requests per minute allowed per API key."),
     max_attempts: int = typer.Option(3, help="Tries of a failing job before it is marked failed."),
