@@ -190,7 +190,7 @@ def run(args: argparse.Namespace, work: Path, db: str, database: str) -> str:
     key = subprocess.run([*SAFEVIEW, "keys", "create", "--role", "admin", "--db", server.db], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     server.start()
     base, headers = f"http://127.0.0.1:{args.port}", {"X-API-Key": key}
-    images = [image_bytes(seed, args.size) for seed in range(args.max_requests)]
+    expected = {}  # index -> sha256 of the image uploaded as that index (the bytes are made again to compare)
 
     lock = threading.Lock()
     counter = iter(range(args.max_requests))
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace, work: Path, db: str, database: str) -> str:
                     index = next(counter, None)
                 if index is None:
                     return
-                data = images[index]
+                data = image_bytes(index, args.size)  # made by the client, so --max-requests costs no memory
                 t0 = time.monotonic()
                 while True:  # a submission is retried through a server restart (it is idempotent)
                     try:
@@ -230,6 +230,7 @@ def run(args: argparse.Namespace, work: Path, db: str, database: str) -> str:
                 scan_id = response.json()["id"]
                 with lock:
                     accepted[scan_id] = index
+                    expected[index] = hashlib.sha256(data).hexdigest()
                 while time.monotonic() < stop_at + args.drain:
                     try:
                         poll = http.get(f"/v1/scans/{scan_id}")
@@ -294,13 +295,13 @@ def run(args: argparse.Namespace, work: Path, db: str, database: str) -> str:
         rows = {sid: (sha, status, attempts) for sid, sha, status, attempts in connection.execute(select(Scan.id, Scan.sha256, Scan.status, Scan.attempts))}
     engine.dispose()
     final = Counter(rows[i][1] if i in rows else "lost" for i in accepted)
-    wrong_sha = sum(1 for i, index in accepted.items() if i in rows and rows[i][0] != hashlib.sha256(images[index]).hexdigest())
+    wrong_sha = sum(1 for i, index in accepted.items() if i in rows and rows[i][0] != expected[index])
     attempts = Counter(rows[i][2] for i in accepted if i in rows)
     stored = [p for p in (work / "storage" / "originals").rglob("*") if p.is_file()]
     altered = sum(1 for p in stored if hashlib.sha256(p.read_bytes()).hexdigest() != p.name)
     original = {i: work / "storage" / "originals" / rows[i][0][:2] / rows[i][0] for i in accepted if i in rows}
     missing = sum(1 for path in original.values() if not path.is_file())
-    identical = sum(1 for i, path in original.items() if path.is_file() and path.read_bytes() == images[accepted[i]])
+    identical = sum(1 for i, path in original.items() if path.is_file() and path.read_bytes() == image_bytes(accepted[i], args.size))
 
     def rss_line(name: str) -> str:
         values = [v for _, v in rss[name]]
@@ -338,7 +339,8 @@ def run(args: argparse.Namespace, work: Path, db: str, database: str) -> str:
         rss_line("workers"),
     ]
     if events:
-        lines += ["", "Faults injected:", *[f"- {e}" for e in events]]
+        during = "during the load" if args.duration * 2 / 3 < elapsed else f"after the load ended at t={elapsed:.0f}s (--max-requests reached)"
+        lines += ["", f"Faults injected ({during}):", *[f"- {e}" for e in events]]
     return "\n".join(lines) + "\n"
 
 
@@ -347,7 +349,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (the issue's full run: 600)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
-    parser.add_argument("--max-requests", type=int, default=500, help="most images submitted in all")
+    parser.add_argument("--max-requests", type=int, default=100_000, help="most images submitted in all (the run is bounded by --duration first)")
     parser.add_argument("--size", type=int, default=128, help="side of the submitted images, px")
     parser.add_argument("--models", default="tiny", help="'tiny' (untrained small CNN, written by this script) or a --models spec")
     parser.add_argument("--poll", type=float, default=0.25, help="seconds between status polls")
