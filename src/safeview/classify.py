@@ -9,7 +9,6 @@ one file, loaded with ``torch.load(weights_only=True)`` so a model file can neve
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,8 @@ from PIL import Image
 from torch import nn
 
 from .errors import ModelError
+from .inputs import file_sha256
+from .schema import CATEGORIES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -228,14 +229,6 @@ def _preprocess_from_dict(d: dict[str, Any]) -> Preprocess:
     return Preprocess(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_torch_file(path: Path, *, missing: str, unreadable: str) -> Any:
     """``torch.load`` with ``weights_only=True`` (a file can never run code); a missing or
     unreadable file is a one-line :class:`ModelError` (``unreadable`` may hold ``{error}``)."""
@@ -284,19 +277,17 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu") -> Classifi
 
 # -- the model registry -----------------------------------------------------------------------
 
-DEMO_CATEGORIES = ("sexual", "cyberbullying", "self_harm")
-
 #: built-in model name -> "module:function" (lazy) or a packaged checkpoint file name
 BUILTIN_MODELS: dict[str, str] = {
     "open-nsfw": "safeview.opennsfw:load_open_nsfw",
-    **{f"demo-{c}": f"models/demo_{c}.safeview" for c in DEMO_CATEGORIES},
+    **{f"demo-{c}": f"models/demo_{c}.safeview" for c in CATEGORIES},
 }
 
 #: built-in model sets: ``default`` is the real Open-NSFW model alone; ``demo`` the three synthetic
 #: stand-in models, which must only run on a user's photos when asked for explicitly.
 MODEL_SETS: dict[str, tuple[str, ...]] = {
     "default": ("open-nsfw",),
-    "demo": tuple(f"demo-{c}" for c in DEMO_CATEGORIES),
+    "demo": tuple(f"demo-{c}" for c in CATEGORIES),
 }
 
 
@@ -328,8 +319,11 @@ def load_classifier(name_or_path: str | os.PathLike, *, device: str = "cpu") -> 
         target = BUILTIN_MODELS[key]
         if ":" in target:
             module_name, function_name = target.split(":")
-            return getattr(import_module(module_name), function_name)(device=device)
-        return load_checkpoint(packaged_path(target), device=device)
+            classifier = getattr(import_module(module_name), function_name)(device=device)
+        else:
+            classifier = load_checkpoint(packaged_path(target), device=device)
+        classifier.name = key  # one name per model: the one the user gave to --models, in the JSON too
+        return classifier
     path = Path(key).expanduser()
     if path.exists() or os.sep in key or key.endswith(".safeview"):
         return load_checkpoint(path, device=device)

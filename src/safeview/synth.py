@@ -51,7 +51,7 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-CATEGORIES: tuple[str, ...] = ("sexual", "cyberbullying", "self_harm")
+from .schema import CATEGORIES
 
 #: Friendly words drawn the same way (distractor ``word_benign``).
 BENIGN_WORDS: tuple[str, ...] = ("HELLO", "SALE", "LOVE", "HAPPY", "OPEN", "SMILE", "GOOD")

@@ -14,7 +14,6 @@ an uninterrupted one, because the state holds every random-number generator.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -34,7 +33,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from . import nets
-from .classify import _RESAMPLE, CHECKPOINT_FORMAT, Classifier, Preprocess, file_sha256, read_torch_file
+from .classify import _RESAMPLE, CHECKPOINT_FORMAT, Classifier, Preprocess, read_torch_file
+from .inputs import MANIFEST_SUFFIXES, file_sha256, read_manifest
 from .errors import ImageError, ModelError, SafeViewError
 from .metrics import classification_metrics, expected_calibration_error
 from .images import IMAGE_SUFFIXES, load_image, load_image_info
@@ -69,37 +69,13 @@ def parse_class_map(items: Sequence[str]) -> dict[str, str]:
     return mapping
 
 
-def _read_manifest(path: Path) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            if path.suffix.lower() == ".csv":
-                reader = csv.DictReader(fh)
-                if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-                    raise SafeViewError(f"{path}: a CSV manifest needs a header with 'path' and 'label' columns")
-                rows = [(r["path"], r["label"]) for r in reader]
-            else:
-                for n, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    item = json.loads(line)
-                    if not isinstance(item, dict) or "path" not in item or "label" not in item:
-                        raise SafeViewError(f"{path}:{n}: each JSONL line must be an object with 'path' and 'label'")
-                    rows.append((str(item["path"]), str(item["label"])))
-    except json.JSONDecodeError as exc:
-        raise SafeViewError(f"{path}: not valid JSONL ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise SafeViewError(f"{path}: not a UTF-8 text manifest") from None
-    return rows
-
-
 def read_dataset(
     data: str | Path,
     *,
     class_map: Mapping[str, str] | None = None,
     classes: Sequence[str] = ("safe", "unsafe"),
 ) -> LabelledImages:
-    """List the labelled images of ``data``: an image folder or a ``.csv``/``.jsonl`` manifest.
+    """List the labelled images of ``data``: an image folder or a ``.csv``/``.jsonl``/``.parquet`` manifest.
 
     Folder: ``class_map`` maps sub-folder names to classes (default: the sub-folders named
     ``classes``, each its own class); image files are found recursively and other sub-folders are
@@ -108,8 +84,8 @@ def read_dataset(
     they come from ``classes``. Files are not decoded here.
     """
     root = Path(data).expanduser()
-    if root.is_file() and root.suffix.lower() in (".csv", ".jsonl"):
-        rows = _read_manifest(root)
+    if root.is_file() and root.suffix.lower() in MANIFEST_SUFFIXES:
+        rows = [(row["path"], row["label"]) for row in read_manifest(root, ("path", "label"))]
         if class_map:
             unknown = sorted({label for _, label in rows} - set(class_map))
             if unknown:
@@ -117,7 +93,7 @@ def read_dataset(
             rows = [(p, class_map[label]) for p, label in rows]
         names = sorted({label for _, label in rows})
         index = {c: i for i, c in enumerate(names)}
-        paths = [(root.parent / p) if not Path(p).is_absolute() else Path(p) for p, _ in rows]
+        paths = [Path(p) for p, _ in rows]
         result = LabelledImages(root.parent, paths, [index[label] for _, label in rows], names)
     elif root.is_dir():
         mapping = dict(class_map) if class_map else {c: c for c in classes}
@@ -134,7 +110,7 @@ def read_dataset(
                     labels.append(index[cls])
         result = LabelledImages(root, paths, labels, names)
     else:
-        raise SafeViewError(f"{root}: not a folder or a .csv/.jsonl manifest")
+        raise SafeViewError(f"{root}: not a folder or a .csv/.jsonl/.parquet manifest")
     if not result.paths:
         raise SafeViewError(f"{root}: no images found")
     return result

@@ -214,7 +214,7 @@ class ConditionalBlip(nn.Module):
         base_dir = Path(base) if base is not None else Path(meta["base"]) if meta and meta.get("base") else path
         cats = list(categories) if categories is not None else meta["categories"] if meta else None
         if cats is None:
-            from ..synth import CATEGORIES
+            from ..schema import CATEGORIES
 
             cats = list(CATEGORIES)
         model, processor = load_instructblip(base_dir, device=device, quantize=quantize)

@@ -149,7 +149,8 @@ def synthetic_records(n_per_class: int, *, seed: int = 0, size: int = 96, questi
     from ``classifiers`` when given, else from :func:`simulated_control`."""
     import numpy as np
 
-    from ..synth import CATEGORIES, make_sample
+    from ..schema import CATEGORIES
+    from ..synth import make_sample
     from .control import control_code
     from .prompts import load_templates
 

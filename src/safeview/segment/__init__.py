@@ -8,8 +8,9 @@ Methods are imported lazily: a user who never asks for BASS never pays for compi
 
 from __future__ import annotations
 
+import inspect
 from importlib import import_module
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -35,6 +36,20 @@ def _resolve(method: str) -> Callable[..., np.ndarray]:
             raise
         raise ValueError(f"segmentation method {method!r} is not available in this build") from exc
     return getattr(module, function_name)
+
+
+def check_params(method: str, params: Mapping[str, Any]) -> None:
+    """Refuse parameters ``method`` does not take, when a configuration is built rather than on
+    the first image (the method's module is only imported when there are parameters to check)."""
+    if not params:
+        return
+    accepted = inspect.signature(_resolve(method)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return
+    known = [name for name in accepted if name not in ("image", "attribution")]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"segmentation {method!r} takes no parameter {', '.join(unknown)}; it takes: {', '.join(known) or 'none'}")
 
 
 def connected_labels(labels: np.ndarray) -> np.ndarray:

@@ -1,0 +1,153 @@
+"""One validated configuration of a scan: ``ScanConfig`` holds the CSE, segmentation,
+verification, rationale and output settings, is built once (from Python keyword arguments, the
+CLI's shared ``scan``/``batch`` options, a TOML file, or the service's settings) and is passed down
+unchanged. Unknown names and parameters fail when it is built, with a one-line message, never on
+the first unsafe image; an empty model set is refused (a scan with no classifier would call every
+image safe).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .counterfactual import MODES, CSEConfig
+from .errors import SafeViewError
+
+FALLBACKS = ("full", "prefix", "none")
+DEFAULT_PERTURBATIONS: tuple[str, ...] = CSEConfig.perturbations
+#: what the HTML report may hold of an original: nothing unblurred (default), or a full-resolution copy
+REPORT_ORIGINALS = ("none", "full")
+
+
+class ConfigError(SafeViewError, ValueError):
+    """A configuration that cannot run: unknown names, bad values, an empty model set."""
+
+
+class ScanConfig(BaseModel):
+    """Everything a scan is configured by, validated when built (see the module docstring).
+
+    ``models`` is a ``--models`` spec (built-in set or model names, checkpoint paths, a model-set
+    ``.toml``, comma-separated); ``mode`` CSE's (``hide``: hide the content, verified robustly;
+    ``paper``: the paper's greedy prefix at the first flip; ``minimal``: that prefix pruned);
+    ``threshold`` the paper's flip threshold (0.5, on the safe side); ``margin`` how far below it
+    every flagging model must put an output, also on the ``perturbations`` (re-upload copies);
+    ``max_regions`` the search budget (the paper's 10); ``fallback`` what is obfuscated when no
+    output can be verified (``full`` image, the search's ``prefix``, or ``none``; labelled not
+    verified either way); ``rationale`` the explanation backend and ``rationale_options`` its
+    settings; ``max_pixels`` the decompression-bomb guard; ``report_originals`` whether the HTML
+    report may hold full-resolution originals (``none`` by default: blurred thumbnails only).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models: str = "default"
+    device: str = "cpu"
+    mode: Literal["hide", "paper", "minimal"] = "hide"
+    attribution: str = "fullgrad"
+    segmentation: str = "bass"
+    segmentation_params: dict[str, Any] = Field(default_factory=dict)
+    style: str = "blur"
+    style_params: dict[str, Any] = Field(default_factory=dict)
+    threshold: float = 0.5
+    margin: float = 0.3
+    perturbations: tuple[str, ...] = DEFAULT_PERTURBATIONS
+    max_regions: int = 10
+    fallback: Literal["full", "prefix", "none"] = "full"
+    rationale: str = "evidence"
+    rationale_options: dict[str, Any] = Field(default_factory=dict)
+    max_pixels: int = Field(40_000_000, gt=0)
+    report_originals: Literal["none", "full"] = "none"
+
+    @field_validator("models")
+    @classmethod
+    def _some_models(cls, value: str) -> str:
+        if not any(part.strip() for part in value.split(",")):
+            raise ValueError("no models: a scan with no classifier would call every image safe; give at least one model")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value != "cpu" and not value.startswith(("cuda", "mps")):
+            raise ValueError(f"unknown device {value!r}; use cpu, cuda, cuda:N or mps")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "ScanConfig":
+        from .rationale import BACKENDS, OPTIONS
+        from .segment import check_params
+
+        self.cse  # noqa: B018 - building CSE's part validates it
+        check_params(self.segmentation, self.segmentation_params)
+        if self.rationale not in BACKENDS:
+            raise ValueError(f"unknown rationale backend {self.rationale!r}; choose one of {', '.join(BACKENDS)}")
+        unknown = sorted(set(self.rationale_options) - set(OPTIONS[self.rationale]))
+        if unknown:
+            raise ValueError(f"the {self.rationale} rationale takes no option {', '.join(unknown)}; "
+                             f"it takes: {', '.join(OPTIONS[self.rationale]) or 'none'}")
+        needed = {"instructblip": ("vlm",), "openai": ("base_url", "model")}.get(self.rationale, ())
+        missing = [name for name in needed if not self.rationale_options.get(name)]
+        if missing:
+            raise ValueError(f"the {self.rationale} rationale needs {', '.join(missing)}")
+        return self
+
+    @property
+    def cse(self) -> CSEConfig:
+        """CSE's part of the configuration, as :func:`safeview.counterfactual.cse` takes it (built
+        on demand, so the configuration pickles as plain data for worker processes)."""
+        return CSEConfig(
+            mode=self.mode, attribution=self.attribution, segmentation=self.segmentation,
+            segmentation_params=self.segmentation_params, style=self.style, style_params=self.style_params,
+            threshold=self.threshold, margin=self.margin, perturbations=tuple(self.perturbations),
+            max_regions=self.max_regions,
+        )
+
+    # -- constructors that turn every failure into one line ---------------------------------
+    @classmethod
+    def build(cls, **settings: Any) -> "ScanConfig":
+        """``ScanConfig(**settings)``, raising :class:`ConfigError` with one line per problem."""
+        try:
+            return cls(**settings)
+        except ValidationError as exc:
+            raise ConfigError(describe(exc)) from None
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, **overrides: Any) -> "ScanConfig":
+        """Read the settings from a TOML file (top-level keys named as the fields, tables for
+        ``segmentation_params``, ``style_params`` and ``rationale_options``); ``overrides`` win."""
+        import tomllib
+
+        path = Path(path).expanduser()
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(f"{path}: not a readable TOML file ({exc})") from None
+        try:
+            return cls(**{**table, **overrides})
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {describe(exc)}") from None
+
+    def updated(self, **changes: Any) -> "ScanConfig":
+        """A copy with ``changes``, validated again."""
+        return type(self).build(**{**self.model_dump(), **changes})
+
+
+def describe(exc: ValidationError) -> str:
+    """A Pydantic validation error as one line: ``field: problem; field: problem``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown setting; known settings: {', '.join(ScanConfig.model_fields)}"
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+__all__ = ["ConfigError", "DEFAULT_PERTURBATIONS", "FALLBACKS", "MODES", "REPORT_ORIGINALS", "ScanConfig", "describe"]
