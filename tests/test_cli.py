@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from safeview.cli import app
-from safeview.schema import json_schema
+from safeview.schema import ErrorRecord, json_schema
 
 runner = CliRunner()
 
@@ -60,13 +60,20 @@ def test_scan_folder_mixed_good_and_bad(folder, tmp_path):
     assert "3 scanned" in result.output and "3 failed" in result.output
     # originals untouched
     assert {p.name: sha(p) for p in folder.rglob("*") if p.is_file()} == before
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 3
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    rows = [r for r in records if "verdict" in r]
+    failures = [ErrorRecord.model_validate(r) for r in records if "verdict" not in r]  # failures are records too
+    assert len(rows) == 3 and len(failures) == 3 and {f.error_type for f in failures} == {"ImageError"}
+    assert sorted(line.split("\t")[0] for line in result.stdout.splitlines()).count("error") == 3
     schema = json_schema()
     for row in rows:
         jsonschema.validate(row, schema)
         per_image = json.loads((out / (row["outputs"]["json"].split("/")[-1])).read_text())
         assert per_image == row
+        assert {c["model"] for c in row["categories"]} == {"demo-sexual", "demo-cyberbullying", "demo-self_harm"}
+        for c in row["categories"]:  # one vocabulary, the model's own labels beside it
+            assert set(c["probabilities"]) == {"safe", "unsafe"} and c["probabilities"]["unsafe"] == c["unsafe_probability"]
+            assert sum(c["labels"][label] for label in c["unsafe_labels"]) == pytest.approx(c["unsafe_probability"])
         if row["verdict"] == "unsafe":
             safe = np.asarray(Image.open(row["outputs"]["obfuscated"]))
             original = np.asarray(Image.open(row["input"]["path"]).convert("RGB"))
@@ -76,10 +83,12 @@ def test_scan_folder_mixed_good_and_bad(folder, tmp_path):
             assert np.array_equal(safe[~mask], original[~mask])
         else:
             assert "obfuscated" not in row["outputs"]
+        assert "view.original" not in row["outputs"]  # no unblurred copy of an original unless asked
     verdicts = {row["input"]["path"].split("/")[-1]: row["verdict"] for row in rows}
     assert verdicts["standin_cyberbullying.png"] == "unsafe" and verdicts["standin_self_harm.png"] == "unsafe"
     html = (out / "report.html").read_text()
-    assert "notes.jpg" in html and "click to reveal" in html
+    assert "notes.jpg" in html and "open the input file to reveal it" in html and "click to reveal" not in html
+    assert not list((out / "assets").glob("*original*"))
     # no overwrite without --force
     again = runner.invoke(app, ["scan", str(folder / "nested"), "--out", str(out), "--models", "demo"])
     assert again.exit_code == 2 and "--force" in again.output
@@ -105,3 +114,111 @@ def test_models_command():
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0 and "open-nsfw" in result.output and "demo" in result.output
     assert "held-out test accuracy 0.720" in result.output  # the weak cyberbullying demo model says so
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory):
+    from safeview.synth import make_sample
+
+    root = tmp_path_factory.mktemp("two")
+    for i, category in enumerate(("self_harm", "sexual")):
+        Image.fromarray(make_sample(category, i == 0, seed=300 + i, size=128).image).save(root / f"img{i}.png")
+    return root
+
+
+FAST = ["--models", "demo-self_harm", "--segmentation", "slic", "--max-regions", "3"]
+
+
+def test_interrupted_run_is_consistent_and_resumes(two_images, tmp_path, monkeypatch):
+    from safeview.pipeline import Safeguard
+
+    out = tmp_path / "out"
+    real = Safeguard.scan_iter
+
+    def interrupted(self, sources, **kwargs):
+        for i, result in enumerate(real(self, sources, **kwargs)):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(Safeguard, "scan_iter", interrupted)
+    first = runner.invoke(app, ["scan", str(two_images), "--out", str(out), *FAST])
+    assert first.exit_code == 130 and "--resume" in first.output
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1 and (out / "report.html").exists()
+    monkeypatch.setattr(Safeguard, "scan_iter", real)
+    blocked = runner.invoke(app, ["scan", str(two_images), "--out", str(out), *FAST])
+    assert blocked.exit_code == 2 and "--resume" in blocked.output
+    resumed = runner.invoke(app, ["scan", str(two_images), "--out", str(out), *FAST, "--resume"])
+    assert resumed.exit_code == 1, resumed.output  # img0 is a self-harm stand-in
+    assert [line.rsplit("/", 1)[1] for line in resumed.stdout.splitlines()] == ["img1.png"]  # only the one left
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["input"]["path"].rsplit("/", 1)[1] for r in records) == ["img0.png", "img1.png"]
+    assert "img0.png" in (out / "report.html").read_text() and "img1.png" in (out / "report.html").read_text()
+
+
+def test_force_removes_only_what_the_earlier_run_wrote(two_images, tmp_path):
+    out = tmp_path / "out"
+    first = runner.invoke(app, ["scan", str(two_images / "img0.png"), "--out", str(out), *FAST])
+    assert first.exit_code == 1, first.output
+    written = {p for p in out.rglob("*") if p.is_file()}
+    assert any(p.name.endswith("png") for p in written)
+    (out / "mine.txt").write_text("the user's own file")
+    second = runner.invoke(app, ["scan", str(two_images / "img1.png"), "--out", str(out), *FAST, "--force"])
+    assert second.exit_code in (0, 1), second.output
+    left = {p for p in out.rglob("*") if p.is_file()}
+    assert (out / "mine.txt") in left
+    assert not [p for p in written - {out / "results.jsonl", out / "report.html"} if p in left and "img0" in p.name]
+    assert "img0" not in (out / "results.jsonl").read_text()
+
+
+def test_json_lines_and_quiet(two_images, tmp_path):
+    result = runner.invoke(app, ["-q", "scan", str(two_images), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o"), *FAST, "--json"])
+    assert result.exit_code == 2  # the missing input is an error, and errors win over unsafe
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 3 and sum("error" in line for line in lines) == 1
+    assert "scanned" not in result.stderr  # --quiet: no summary line
+
+
+def test_config_file_and_precedence(two_images, tmp_path):
+    settings = tmp_path / "scan.toml"
+    settings.write_text('models = "demo-self_harm"\nsegmentation = "slic"\nmax_regions = 3\nmode = "paper"\n\n[segmentation_params]\nn_segments = 30\n')
+    result = runner.invoke(app, ["scan", str(two_images / "img0.png"), "--out", str(tmp_path / "a"), "--config", str(settings)])
+    assert result.exit_code == 1, result.output
+    row = json.loads((tmp_path / "a" / "results.jsonl").read_text().splitlines()[0])
+    assert row["counterfactuals"][0]["mode"] == "paper" and row["counterfactuals"][0]["segmentation"] == "slic"
+    given = runner.invoke(app, ["scan", str(two_images / "img0.png"), "--out", str(tmp_path / "b"), "--config", str(settings), "--mode", "hide"])
+    row = json.loads((tmp_path / "b" / "results.jsonl").read_text().splitlines()[0])
+    assert given.exit_code == 1 and row["counterfactuals"][0]["mode"] == "hide"  # the command line wins
+    (tmp_path / "bad.toml").write_text('mode = "hide"\nsegmentaton = "slic"\n')
+    bad = runner.invoke(app, ["scan", str(two_images), "--out", str(tmp_path / "c"), "--config", str(tmp_path / "bad.toml")])
+    assert bad.exit_code == 2 and "segmentaton: unknown setting" in bad.output and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--segmentation", "slic", "--sam", "x"], "--sam is for --segmentation sam"),
+    (["--rationale", "openai"], "needs base_url, model"),
+    (["--margin", "0.7"], "margin must lie in"),
+    (["--mode", "fast"], "'fast' is not one of"),
+    (["--device", "tpu"], "unknown device"),
+])
+def test_bad_settings_fail_before_any_image(two_images, tmp_path, argv, message):
+    result = runner.invoke(app, ["scan", str(two_images), "--out", str(tmp_path / "o"), "--models", "demo", *argv])
+    assert result.exit_code == 2 and message in result.output and not (tmp_path / "o").exists()
+
+
+def test_help_lists_choices_that_match_the_library():
+    import typing
+
+    from safeview import cli
+    from safeview.attribute import METHODS as ATTRIBUTIONS
+    from safeview.config import FALLBACKS, REPORT_ORIGINALS
+    from safeview.counterfactual import MODES
+    from safeview.obfuscate import STYLES
+    from safeview.rationale import BACKENDS
+    from safeview.segment import METHODS as SEGMENTATIONS
+
+    pairs = [(cli.Mode, MODES), (cli.Attribution, ATTRIBUTIONS), (cli.Segmentation, tuple(SEGMENTATIONS)), (cli.Style, STYLES),
+             (cli.Fallback, FALLBACKS), (cli.Backend, BACKENDS), (cli.ReportOriginals, REPORT_ORIGINALS)]
+    for choice, library in pairs:
+        assert set(typing.get_args(choice)) == set(library)
+    assert "hide|paper|minimal" in runner.invoke(app, ["scan", "--help"]).stdout

@@ -12,9 +12,6 @@ and ``OUT/obfuscated/<sha256>.not-verified.png`` (the fallback) otherwise.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import os
 import time
@@ -24,18 +21,15 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import ImageError, SafeViewError
+from .errors import DETERMINISTIC_ERRORS, ImageError, SafeViewError, error_record
 
 RESULTS_DIR = "results"
 OBFUSCATED_DIR = "obfuscated"
 TABLE = "results.parquet"
 SUMMARY = "summary.json"
 ENGINES = ("local", "ray")
-MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
 #: fields a worker returns per scanned file (the driver turns them into table rows)
 SCAN_FIELDS = ("sha256", "path", "result_json", "error", "error_type", "png", "png_name")
-#: errors that are a property of the bytes (same file -> same error), so a rerun need not retry them
-DETERMINISTIC_ERRORS = ("ImageError",)
 #: ``error_type`` of the entries of a worker whose models failed to load: the run stops with that error
 SETUP_ERROR = "SetupError"
 
@@ -79,92 +73,17 @@ def _scan_schema():
     return pa.schema([(name, pa.binary() if name == "png" else pa.string()) for name in SCAN_FIELDS])
 
 
-# -- inputs -------------------------------------------------------------------------------------
-
-
-def read_manifest(path: str | os.PathLike) -> list[str]:
-    """Paths listed by a JSONL, CSV or Parquet manifest (a ``path`` column; relative paths are
-    relative to the manifest's folder)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            values = []
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if not isinstance(record, dict) or "path" not in record:
-                    raise SafeViewError(f"{path}:{number}: each line must be a JSON object with a 'path' key")
-                values.append(record["path"])
-        elif suffix == ".csv":
-            with open(path, newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                if "path" not in (reader.fieldnames or []):
-                    raise SafeViewError(f"{path}: CSV manifest needs a 'path' column (header: {reader.fieldnames})")
-                values = [row["path"] for row in reader]
-        elif suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-            if "path" not in table.column_names:
-                raise SafeViewError(f"{path}: Parquet manifest needs a 'path' column (has {table.column_names})")
-            values = table.column("path").to_pylist()
-        else:
-            raise SafeViewError(f"{path}: not a manifest; use one of {', '.join(MANIFEST_SUFFIXES)}")
-    except FileNotFoundError:
-        raise SafeViewError(f"{path}: no such manifest file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error, OSError) as exc:
-        raise SafeViewError(f"{path}: unreadable manifest ({str(exc).splitlines()[0]})") from None
-    return [str(v if Path(str(v)).is_absolute() else path.parent / str(v)) for v in values if v]
-
-
-def list_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Folders (recursive), globs, image files and manifests -> (paths in order, [(item, error)]).
-    Paths a manifest names are kept even when missing: they become error rows."""
-    from .inputs import expand_inputs
-
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    paths: list[str] = []
-    errors: list[tuple[str, str]] = []
-    for item in map(str, items):
-        if Path(item).is_file() and Path(item).suffix.lower() in MANIFEST_SUFFIXES:
-            paths.extend(str(Path(p).absolute()) for p in read_manifest(item))
-        else:
-            files, item_errors = expand_inputs([item])
-            paths.extend(map(str, files))
-            errors.extend(item_errors)
-    return list(dict.fromkeys(paths)), errors
-
-
 def _hash_file(path: str) -> tuple[str | None, int | None, str | None]:
-    """(sha256, size, error) of a file's exact bytes, read in 1 MiB blocks."""
-    digest, size = hashlib.sha256(), 0
+    """(sha256, size, error) of a file, the error as one line instead of an exception."""
+    from .inputs import hash_file, read_error
+
     try:
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-                size += len(block)
-    except FileNotFoundError:
-        return None, None, f"{path}: no such file; check the path"
-    except IsADirectoryError:
-        return None, None, f"{path}: is a folder, not an image file"
-    except PermissionError:
-        return None, None, f"{path}: permission denied; make the file readable"
+        return (*hash_file(path), None)
     except OSError as exc:
-        return None, None, f"{path}: cannot be read ({exc.strerror or exc}); check the file"
-    return digest.hexdigest(), size, None
+        return None, None, read_error(path, exc)
 
 
 # -- scanning (runs in local worker processes and in Ray actors alike) ---------------------------
-
-
-def _error_fields(path: str, exc: Exception) -> dict[str, str]:
-    """A failure as the ``error``/``error_type`` of its entry: SafeView's own one-line message, or
-    the exception named for anything else (one input must never stop the batch)."""
-    if isinstance(exc, SafeViewError):
-        return {"error": str(exc), "error_type": type(exc).__name__}
-    return {"error": f"{path}: scan failed ({type(exc).__name__}: {exc})", "error_type": type(exc).__name__}
 
 
 def _load_checked(path: str, sha256: str, max_pixels: int):
@@ -177,20 +96,30 @@ def _load_checked(path: str, sha256: str, max_pixels: int):
     return loaded
 
 
+class _EntryStore:
+    """A :class:`~safeview.outputs.Store` that keeps the obfuscated PNG in the scan entry, for
+    the driver to write under ``OUT/obfuscated/`` (workers never write into the output folder)."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.entry = entry
+
+    def locate(self, kind: str, name: str) -> str:
+        return f"{OBFUSCATED_DIR}/{name}"
+
+    def put(self, kind: str, name: str, data: bytes) -> None:
+        self.entry["png"], self.entry["png_name"] = data, name
+
+
 def _record(entry: dict[str, Any], result) -> None:
-    """Fill ``entry`` from a ``ScanResult``: its JSON and, when unsafe, the lossless obfuscated PNG."""
-    if result.artifacts.obfuscated is not None:
-        from PIL import Image
+    """Fill ``entry`` from a ``ScanResult`` through :func:`~safeview.outputs.write_scan`: its JSON
+    and, when unsafe, the lossless obfuscated PNG (``<sha256>.safe.png`` only when verified)."""
+    from .outputs import write_scan
 
-        buffer = io.BytesIO()
-        Image.fromarray(result.artifacts.obfuscated).save(buffer, format="PNG")  # lossless
-        entry["png"] = buffer.getvalue()
-        entry["png_name"] = f"{entry['sha256']}.{result.output_suffix}"  # .safe.png only when verified
-        result.outputs = {"obfuscated": f"{OBFUSCATED_DIR}/{entry['png_name']}"}
-    entry["result_json"] = result.model_dump_json()
+    written = write_scan(result, _EntryStore(entry), entry["sha256"], views=False, document=False)
+    entry["result_json"] = written.model_dump_json()
 
 
-def scan_chunk(guard, items: Sequence[tuple[str, str]], *, max_pixels: int) -> list[dict[str, Any]]:
+def scan_chunk(guard, items: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """Scan ``[(sha256, path), ...]`` with a configured ``Safeguard``: decode each file, classify
     them together (one batched forward per model, ``Safeguard.scan_many``), CSE on the unsafe ones.
     Returns one dict of :data:`SCAN_FIELDS` per item, in order; a bad file becomes an error entry."""
@@ -199,9 +128,9 @@ def scan_chunk(guard, items: Sequence[tuple[str, str]], *, max_pixels: int) -> l
     for sha256, path in items:
         entries.append({**dict.fromkeys(SCAN_FIELDS), "sha256": sha256, "path": path})
         try:
-            loaded.append(_load_checked(path, sha256, max_pixels))
+            loaded.append(_load_checked(path, sha256, guard.scan_config.max_pixels))
         except Exception as exc:  # noqa: BLE001 - recorded in the entry
-            entries[-1].update(_error_fields(path, exc))
+            entries[-1].update(error_record(path, exc))
             loaded.append(None)
     ok = [i for i, item in enumerate(loaded) if item is not None]
     for i, result in zip(ok, guard.scan_many([loaded[i] for i in ok])):
@@ -210,25 +139,25 @@ def scan_chunk(guard, items: Sequence[tuple[str, str]], *, max_pixels: int) -> l
                 raise result
             _record(entries[i], result)
         except Exception as exc:  # noqa: BLE001 - recorded in the entry
-            entries[i].update(_error_fields(entries[i]["path"], exc))
+            entries[i].update(error_record(entries[i]["path"], exc))
     return entries
 
 
 _WORKER: dict[str, Any] = {}
 
 
-def _local_task(models, guard_kwargs: dict, threads: int, items, max_pixels: int) -> list[dict[str, Any]]:
+def _local_task(models, config, threads: int, items) -> list[dict[str, Any]]:
     """Worker-process entry point: build the ``Safeguard`` once per process, then scan a chunk."""
     if "guard" not in _WORKER:
         from .pipeline import Safeguard
         from .threads import set_threads
 
         set_threads(threads)
-        _WORKER["guard"] = Safeguard(models, **guard_kwargs)
-    return scan_chunk(_WORKER["guard"], items, max_pixels=max_pixels)
+        _WORKER["guard"] = Safeguard(models, config)
+    return scan_chunk(_WORKER["guard"], items)
 
 
-def _run_local(chunks: list, *, models, guard_kwargs: dict, workers: int, max_pixels: int) -> Iterator[list[dict]]:
+def _run_local(chunks: list, *, models, config, workers: int) -> Iterator[list[dict]]:
     """Chunks scanned by ``workers`` spawned processes, each with ``cores // workers`` torch and
     numba threads (never more threads than cores); at most two chunks per worker are in flight.
     ``workers=1`` scans in this process, with the caller's torch thread setting."""
@@ -237,9 +166,9 @@ def _run_local(chunks: list, *, models, guard_kwargs: dict, workers: int, max_pi
     if workers == 1:
         from .pipeline import Safeguard
 
-        guard = Safeguard(models, **guard_kwargs)
+        guard = Safeguard(models, config)
         for chunk in chunks:
-            yield scan_chunk(guard, chunk, max_pixels=max_pixels)
+            yield scan_chunk(guard, chunk)
         return
 
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -249,7 +178,7 @@ def _run_local(chunks: list, *, models, guard_kwargs: dict, workers: int, max_pi
     try:
         while True:
             for chunk in queue:
-                pending.add(pool.submit(_local_task, models, guard_kwargs, threads, chunk, max_pixels))
+                pending.add(pool.submit(_local_task, models, config, threads, chunk))
                 if len(pending) >= 2 * workers:
                     break
             if not pending:
@@ -265,15 +194,14 @@ class RayScanner:
     """Ray Data ``map_batches`` callable: one ``Safeguard`` per actor (models loaded once), one
     torch and numba thread per actor (Ray gives each actor one CPU)."""
 
-    def __init__(self, models, guard_kwargs: dict, max_pixels: int) -> None:
+    def __init__(self, models, config) -> None:
         from .pipeline import Safeguard
         from .threads import set_threads
 
         set_threads(1)
-        self.max_pixels = max_pixels
         self.setup_error: SafeViewError | None = None
         try:
-            self.guard = Safeguard(models, **guard_kwargs)
+            self.guard = Safeguard(models, config)
         except SafeViewError as exc:  # reported by the driver as one line, not as Ray's actor-death traceback
             self.setup_error = exc
 
@@ -285,12 +213,12 @@ class RayScanner:
             failure = {"error": str(self.setup_error), "error_type": SETUP_ERROR}
             entries = [{**dict.fromkeys(SCAN_FIELDS), "sha256": sha, "path": path, **failure} for sha, path in items]
         else:
-            entries = scan_chunk(self.guard, items, max_pixels=self.max_pixels)
+            entries = scan_chunk(self.guard, items)
         return pa.Table.from_pylist(entries, schema=_scan_schema())  # explicit types: None stays null
 
 
 def _run_ray(
-    chunks: list, *, models, guard_kwargs: dict, workers: int, batch_size: int, max_pixels: int, ray_address: str | None
+    chunks: list, *, models, config, workers: int, batch_size: int, ray_address: str | None
 ) -> Iterator[list[dict]]:
     """Chunks scanned on Ray: ``from_items`` -> ``map_batches(RayScanner)`` on an actor pool of
     ``workers`` actors (a GPU share each when the cluster has GPUs) -> batches streamed back."""
@@ -306,13 +234,12 @@ def _run_ray(
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         gpus = float(ray.cluster_resources().get("GPU", 0))
-        kwargs = dict(guard_kwargs)
-        if gpus:
-            kwargs.setdefault("device", "cuda")
+        if gpus and config.device == "cpu":
+            config = config.updated(device="cuda")
         items = [{"sha256": sha, "path": path} for chunk in chunks for sha, path in chunk]
         dataset = ray.data.from_items(items, override_num_blocks=max(1, len(chunks))).map_batches(
             RayScanner,
-            fn_constructor_kwargs={"models": models, "guard_kwargs": kwargs, "max_pixels": max_pixels},
+            fn_constructor_kwargs={"models": models, "config": config},
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers),
@@ -437,11 +364,11 @@ def run_batch(
     ray_address: str | None = None,
     batch_size: int = 16,
     workers: int | None = None,
-    models: Any = "default",
+    config: Any = None,
+    models: Any = None,
     only_unsafe: bool = False,
-    max_pixels: int = 40_000_000,
     progress: Callable[[int, int], None] | None = None,
-    **safeguard_kwargs: Any,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Scan every image of ``inputs`` (folders, globs, files, JSONL/CSV/Parquet manifests) into
     ``out`` and return the summary (also written to ``out/summary.json``).
@@ -449,8 +376,9 @@ def run_batch(
     ``engine`` is ``local`` (``workers`` spawned processes, default: all cores) or ``ray`` (Ray
     Data; ``ray_address`` joins an existing cluster, otherwise a local runtime with ``workers``
     CPUs starts and stops). ``batch_size`` images make one chunk, i.e. one Parquet part.
-    ``models`` is a model-set spec or a list of classifiers (picklable); ``safeguard_kwargs`` go to
-    :class:`~safeview.pipeline.Safeguard`. ``only_unsafe`` keeps the full ``result_json`` of unsafe
+    ``config`` is the :class:`~safeview.config.ScanConfig` (without it, ``settings``, its fields as
+    keyword arguments, build one); ``models`` a model-set spec (overriding the config's) or a list
+    of classifiers (picklable). ``only_unsafe`` keeps the full ``result_json`` of unsafe
     and failed images only. ``progress(done, total)`` is called after each written chunk; an
     exception it raises stops the run, keeping everything written so far.
     """
@@ -461,11 +389,21 @@ def run_batch(
     workers = int(workers or os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    from .config import ScanConfig
+
+    if config is None:
+        config = ScanConfig.build(**settings, **({"models": models} if isinstance(models, str) else {}))
+    elif settings:
+        raise ValueError(f"give either config or settings, not both (got {', '.join(sorted(settings))})")
+    if isinstance(models, str):
+        config, models = config.updated(models=models), None
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise SafeViewError(f"{out}: exists and is not a folder; choose another --out")
 
     start = time.perf_counter()
+    from .inputs import list_inputs
+
     paths, input_errors = list_inputs(inputs)
     if not paths:
         detail = "; ".join(f"{item}: {message}" for item, message in input_errors) or "no inputs given"
@@ -502,7 +440,7 @@ def run_batch(
 
     todo = [(sha, paths[0]) for sha, paths in paths_of.items()]
     chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    common = {"models": models, "guard_kwargs": safeguard_kwargs, "workers": min(workers, max(1, len(chunks))), "max_pixels": max_pixels}
+    common = {"models": models, "config": config, "workers": min(workers, max(1, len(chunks)))}
     if engine == "local":
         stream: Iterable[list[dict]] = _run_local(chunks, **common) if chunks else []
     else:

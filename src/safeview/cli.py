@@ -3,10 +3,14 @@ that need them, so ``--help`` and ``--version`` stay fast."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import json
+import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -31,23 +35,33 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+VERBOSITY = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}
+
+
 @app.callback()
 def main(
     version: Optional[bool] = typer.Option(None, "--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More diagnostics on stderr (-v: each step, -vv: debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors on stderr: no progress, no summary (results still go to stdout)."),
 ) -> None:
     """SafeView command line."""
+    from rich.logging import RichHandler
+
+    level = VERBOSITY[-1] if quiet else VERBOSITY.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[RichHandler(console=console, show_time=False, show_path=False)])
+    console.quiet = quiet
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error and exit non-zero."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print a one-line error and exit non-zero (the error is printed even with --quiet)."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _rationale_options(backend: str, vlm: Optional[Path], guidance: float, url: Optional[str], model: Optional[str]) -> dict:
+def _rationale_options(backend: str, vlm: Optional[Path], guidance: Optional[float], url: Optional[str], model: Optional[str]) -> dict:
     """The scan flags that belong to the chosen rationale backend."""
     if backend == "instructblip":
-        return {"vlm": vlm, "guidance": guidance}
+        return {"vlm": str(vlm) if vlm else None, **({"guidance": guidance} if guidance is not None else {})}
     if backend == "openai":
         return {"base_url": url, "model": model}
     return {}
@@ -73,137 +87,194 @@ def _segmentation_params(segmentation: str, sam: Optional[Path], *, load: bool) 
     return {"checkpoint": str(sam.expanduser())}
 
 
+#: the choices of the shared options, spelled here so `--help` lists them without importing torch;
+#: tests/test_cli.py checks each against the library's own tuple
+Mode = Literal["hide", "paper", "minimal"]
+Attribution = Literal["fullgrad", "fullgrad-ref", "gradcam", "gradcam++", "xgradcam", "ablationcam", "ablationcam-ref"]
+Segmentation = Literal["slic", "felzenszwalb", "watershed", "bass", "sam"]
+Style = Literal["blur", "pixelate", "fill", "mean"]
+Fallback = Literal["full", "prefix", "none"]
+Backend = Literal["evidence", "instructblip", "openai"]
+ReportOriginals = Literal["none", "full"]
+
+#: the options `scan` and `batch` share: each becomes a ScanConfig field (see _scan_config)
+SCAN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "config_file": (Optional[Path], typer.Option(None, "--config", help="TOML file of scan settings (ScanConfig's fields, e.g. mode = \"paper\"); options given on the command line win.")),
+    "models": (str, typer.Option("default", help="Model set: 'default' (Open-NSFW), 'demo' (synthetic stand-ins), model names, checkpoint paths or a model-set .toml file, comma-separated.")),
+    "device": (str, typer.Option("cpu", help="Where the models run: cpu, cuda, cuda:N or mps.")),
+    "mode": (Mode, typer.Option("hide", help="CSE mode: hide (default: hide the content; margin, evidence completion, robust verification), paper (the paper's greedy prefix at the first flip), minimal (that prefix pruned to 1-minimal).")),
+    "attribution": (Attribution, typer.Option("fullgrad", help="Attribution method: fullgrad (fast, default), fullgrad-ref (pytorch-grad-cam), gradcam, gradcam++, xgradcam, ablationcam (batched), ablationcam-ref (pytorch-grad-cam).")),
+    "segmentation": (Segmentation, typer.Option("bass", help="Segmentation: bass (attribution-guided), slic, felzenszwalb, watershed, sam (needs --sam).")),
+    "sam": (Optional[Path], typer.Option(None, "--sam", help="Local SAM checkpoint directory (transformers SamModel + SamProcessor), for --segmentation sam.")),
+    "style": (Style, typer.Option("blur", help="Obfuscation style: blur, pixelate, fill, mean.")),
+    "threshold": (float, typer.Option(0.5, help="Flip threshold: the safe class must exceed it.")),
+    "margin": (float, typer.Option(0.3, help="Safety margin: an output counts as safe only when every model that flagged the image gives it an unsafe probability of at most 1 - threshold - margin, also on re-upload copies (JPEG, rescale, mirror, crops).")),
+    "max_regions": (int, typer.Option(10, help="Search budget: most regions the search may obfuscate before completion.")),
+    "fallback": (Fallback, typer.Option("full", help="When no output can be verified safe: obfuscate the 'full' image, the 'prefix' the search chose, or 'none'; either way the output is labelled not verified.")),
+    "max_pixels": (int, typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard).")),
+    "rationale": (Backend, typer.Option("evidence", help="Rationale backend: evidence (no weights), instructblip (--vlm), openai (--vlm-url, --vlm-model).")),
+    "vlm": (Optional[Path], typer.Option(None, help="Local ConditionalVLM (CIIT) checkpoint directory, for --rationale instructblip.")),
+    "guidance": (Optional[float], typer.Option(None, help="CIIT guidance weight w (default 1; 0 is the paper's ablation), for --rationale instructblip.")),
+    "vlm_url": (Optional[str], typer.Option(None, help="Base URL of an OpenAI-compatible VLM endpoint, for --rationale openai.")),
+    "vlm_model": (Optional[str], typer.Option(None, help="Model name at --vlm-url.")),
+}
+
+
+def scan_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the shared scan options and call it with ``config=ScanConfig`` built
+    from them (and from ``--config FILE``) once, so `scan` and `batch` cannot drift apart."""
+    signature = inspect.signature(command)
+    own = [p for p in signature.parameters.values() if p.name != "config"]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+              for name, (kind, option) in SCAN_OPTIONS.items()]
+    context = inspect.Parameter("scan_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> None:
+        values = {name: kwargs.pop(name) for name in SCAN_OPTIONS}
+        config = _scan_config(kwargs.pop("scan_context"), values)
+        command(**kwargs, config=config)
+
+    run.__signature__ = signature.replace(parameters=own + shared + [context])  # type: ignore[attr-defined]
+    run.__annotations__ = {
+        **{p.name: p.annotation for p in own}, **{n: k for n, (k, _) in SCAN_OPTIONS.items()}, "scan_context": typer.Context,
+    }
+    return run
+
+
+def _scan_config(context: typer.Context, values: dict[str, Any]):
+    """The ScanConfig of the shared options: the TOML file's settings, then every option given
+    on the command line (or, without a file, every option); one-line error if it cannot run."""
+    from .config import ConfigError, ScanConfig
+
+    sources = {n: getattr(context.get_parameter_source(n), "name", "DEFAULT") for n in values}
+    given = {n for n, source in sources.items() if source not in ("DEFAULT", "DEFAULT_MAP")}
+    config_file = values.pop("config_file")
+    chosen = {n: v for n, v in values.items() if config_file is None or n in given}
+    settings = {k: v for k, v in chosen.items() if k not in ("sam", "vlm", "guidance", "vlm_url", "vlm_model")}
+    segmentation = chosen.get("segmentation", values["segmentation"])
+    if {"sam", "segmentation"} & chosen.keys():
+        settings["segmentation_params"] = _segmentation_params(segmentation, values["sam"], load=False)
+    if {"rationale", "vlm", "guidance", "vlm_url", "vlm_model"} & chosen.keys():
+        settings["rationale_options"] = _rationale_options(
+            chosen.get("rationale", values["rationale"]), values["vlm"], values["guidance"], values["vlm_url"], values["vlm_model"]
+        )
+    try:
+        return ScanConfig.from_toml(config_file, **settings) if config_file else ScanConfig.build(**settings)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
 @app.command()
+@scan_options
 def scan(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for results, obfuscated images and report.html."),
-    models: str = typer.Option("default", help="Model set: 'default' (Open-NSFW), 'demo' (synthetic stand-ins), model names, checkpoint paths or a model-set .toml file, comma-separated."),
-    attribution: str = typer.Option("fullgrad", help="Attribution method: fullgrad (fast, default), fullgrad-ref (pytorch-grad-cam), gradcam, gradcam++, xgradcam, ablationcam (batched), ablationcam-ref (pytorch-grad-cam)."),
-    segmentation: str = typer.Option("bass", help="Segmentation: bass (attribution-guided), slic, felzenszwalb, watershed, sam (needs --sam)."),
-    sam: Optional[Path] = typer.Option(None, "--sam", help="Local SAM checkpoint directory (transformers SamModel + SamProcessor), for --segmentation sam."),
-    style: str = typer.Option("blur", help="Obfuscation style: blur, pixelate, fill, mean."),
-    mode: str = typer.Option("hide", help="CSE mode: hide (default: hide the content; margin, evidence completion, robust verification), paper (the paper's greedy prefix at the first flip), minimal (that prefix pruned to 1-minimal)."),
-    threshold: float = typer.Option(0.5, help="Flip threshold: the safe class must exceed it."),
-    margin: float = typer.Option(0.3, help="Safety margin: an output counts as safe only when every model that flagged the image gives it an unsafe probability of at most 1 - threshold - margin, also on re-upload copies (JPEG, rescale, mirror, crops)."),
-    max_regions: int = typer.Option(10, help="Search budget: most regions the search may obfuscate before completion."),
-    fallback: str = typer.Option("full", help="When no output can be verified safe: obfuscate the 'full' image, the 'prefix' the search chose, or 'none'; either way the output is labelled not verified."),
-    max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for results.jsonl, per-image JSON, obfuscated images and report.html."),
     batch_size: int = typer.Option(8, min=1, help="Images classified together in one forward per model."),
-    rationale: str = typer.Option("evidence", help="Rationale backend: evidence (no weights), instructblip (--vlm), openai (--vlm-url, --vlm-model)."),
-    vlm: Optional[Path] = typer.Option(None, help="Local ConditionalVLM (CIIT) checkpoint directory, for --rationale instructblip."),
-    guidance: float = typer.Option(1.0, help="CIIT guidance weight w (0 is the paper's ablation)."),
-    vlm_url: Optional[str] = typer.Option(None, help="Base URL of an OpenAI-compatible VLM endpoint, for --rationale openai."),
-    vlm_model: Optional[str] = typer.Option(None, help="Model name at --vlm-url."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON result per line on stdout."),
-    force: bool = typer.Option(False, "--force", help="Overwrite results already in --out."),
+    report_originals: Optional[ReportOriginals] = typer.Option(None, help="What report.html holds of the originals: none (default: blurred thumbnails, and a link to the input file) or full (unblurred full-resolution copies in out/assets/)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON result (or error record) per line on stdout."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier run in --out: remove the files it wrote (only those), then scan."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out: skip the images it already recorded."),
+    *,
+    config,
 ) -> None:
     """Scan images: classify, find and obfuscate the unsafe regions, verify, explain, report.
 
-    Prints one line per image on stdout ("safe PATH", "unsafe verified PATH" or "unsafe
-    not-verified PATH", tab-separated; with --json the result itself); diagnostics and progress go
-    to stderr. Exit code: 2 if any input or setting failed, else 1 if any image is unsafe, else 0.
+    Prints one line per image on stdout ("safe PATH", "unsafe verified PATH", "unsafe not-verified PATH" or "error PATH", tab-separated; with --json the result or error record itself); diagnostics and progress go to stderr. Every image, failed ones included, gets a record in OUT/results.jsonl.
+
+    Exit code: 2 if any input or setting failed, else 1 if any image is unsafe, else 0.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .outputs import ScanRun
 
-    _segmentation_params(segmentation, sam, load=False)  # flag mismatches and a missing --sam folder first
+    if force and resume:
+        fail("--force replaces an earlier run and --resume continues it; give one of them")
+    if report_originals is not None:
+        config = _updated(config, report_originals=report_originals)
     files, errors = expand_inputs(paths)
-    for item, message in errors:
-        console.print(f"[red]error:[/] {item}: {message}", highlight=False, soft_wrap=True)
-    out = out.expanduser()
-    if out.exists() and not out.is_dir():
-        fail(f"{out}: exists and is not a folder; choose another --out")
-    if out.exists() and any((out / n).exists() for n in ("results.jsonl", "report.html")) and not force:
-        fail(f"{out}: already holds results; pass --force to overwrite them or choose another --out")
     if not files:
+        for item, message in errors:
+            console.print(f"[red]error:[/] {item}: {message}", highlight=False, soft_wrap=True)
         fail("no images to scan")
-
-    from .errors import SafeViewError
-    from .images import load_image_info
-    from .pipeline import Safeguard
-    from .report import write_assets, write_report
-
-    segmentation_params = _segmentation_params(segmentation, sam, load=True)
     try:
-        guard = Safeguard(
-            models, attribution=attribution, segmentation=segmentation, segmentation_params=segmentation_params, style=style,
-            mode=mode, threshold=threshold, margin=margin, max_regions=max_regions, fallback=fallback,
-            rationale=rationale, rationale_options=_rationale_options(rationale, vlm, guidance, vlm_url, vlm_model),
-        )
-    except (SafeViewError, ValueError) as exc:
+        run = ScanRun(out.expanduser(), force=force, resume=resume)
+    except ValueError as exc:
+        fail(str(exc))
+    segmentation_params = dict(config.segmentation_params)
+    if config.segmentation == "sam":  # load the checkpoint now, so a bad one is one error before any image
+        _segmentation_params("sam", Path(segmentation_params["checkpoint"]), load=True)
+    from .config import ConfigError
+    from .errors import SafeViewError
+    from .pipeline import Safeguard
+
+    try:
+        guard = Safeguard(config=config)
+    except (SafeViewError, ConfigError) as exc:
         fail(str(exc))
 
-    out.mkdir(parents=True, exist_ok=True)
-    inputs = set(files)
-    entries: list[dict] = []
-    failed = 0
-    with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl, Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, disable=json_out or not console.is_terminal,
-    ) as progress:
-        task = progress.add_task("scanning", total=len(files))
+    def emit(record: dict, path: str) -> None:
+        if json_out:
+            sys.stdout.write(json.dumps(record) + "\n")
+        elif "error" in record:
+            console.print(f"[red]error:[/] {record['error']}", highlight=False, soft_wrap=True)
+            sys.stdout.write(f"error\t{path}\n")
+        else:  # one verdict line per image on stdout, for grep and scripts; the rest goes to stderr
+            status = "" if record["verdict"] == "safe" else f" {(record['output_status'] or 'not verified').replace(' ', '-')}"
+            sys.stdout.write(f"{record['verdict']}{status}\t{path}\n")
+        sys.stdout.flush()
 
-        def record(path: Path, result) -> None:
-            key = f"{path.stem}-{result.input.sha256[:8]}"
-            targets = {"json": out / f"{key}.json"}
-            if result.artifacts.obfuscated is not None:  # ".safe.png" only for a verified output
-                targets["obfuscated"] = out / f"{key}.{result.output_suffix}"
-            clash = [str(t) for t in targets.values() if t.resolve() in inputs]
-            if clash:
-                raise SafeViewError(f"output {clash[0]} would overwrite an input; choose another --out")
-            if "obfuscated" in targets:
-                from PIL import Image
-
-                Image.fromarray(result.artifacts.obfuscated).save(targets["obfuscated"])  # PNG: lossless
-            result.outputs = {k: str(v) for k, v in targets.items()}
-            assets = write_assets(result, out / "assets", key)
-            text = result.model_dump_json()
-            targets["json"].write_text(json.dumps(json.loads(text), indent=2) + "\n", encoding="utf-8")
-            jsonl.write(text + "\n")
-            entries.append({"result": json.loads(text), "assets": assets})
-            if json_out:
-                sys.stdout.write(text + "\n")
-            else:  # one verdict line per image on stdout, for grep and scripts; the rest goes to stderr
-                status = "" if result.verdict == "safe" else f" {(result.output_status or 'not verified').replace(' ', '-')}"
-                sys.stdout.write(f"{result.verdict}{status}\t{path}\n")
-                sys.stdout.flush()
-
-        def report_error(path: Path, exc: Exception) -> None:
-            nonlocal failed
-            failed += 1
-            entries.append({"path": str(path), "error": str(exc)})
-            console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-
-        for start in range(0, len(files), batch_size):
-            group = files[start : start + batch_size]
-            progress.update(task, description=f"scanning {group[0].name[:40]}")
-            loaded = {}
-            for path in group:
-                try:
-                    loaded[path] = load_image_info(path, max_pixels=max_pixels)
-                except SafeViewError as exc:
-                    report_error(path, exc)
-            # one batched forward per model for the group; CSE then runs on each unsafe image
-            for path, result in zip(loaded, guard.scan_many(list(loaded.values()))):
-                try:
-                    if isinstance(result, Exception):
-                        raise result
-                    record(path, result)
-                except SafeViewError as exc:
-                    report_error(path, exc)
-            progress.advance(task, len(group))
-    for item, message in errors:
-        entries.append({"path": item, "error": message})
-    report = write_report(entries, out / "report.html")
-    n_unsafe = sum(1 for e in entries if "result" in e and e["result"]["verdict"] == "unsafe")
-    total_failed = failed + len(errors)
+    with run:
+        for item, message in errors:
+            emit(run.record_error(item, f"{item}: {message}", "InputError"), item)
+        todo = run.todo(files)
+        if len(todo) < len(files):
+            console.print(f"resuming: {len(files) - len(todo)} of {len(files)} images already recorded", highlight=False)
+        try:
+            with _image_progress(len(todo), disable=json_out) as advance:
+                for start in range(0, len(todo), batch_size):
+                    group = todo[start : start + batch_size]
+                    for path, outcome in zip(group, guard.scan_iter([str(p) for p in group])):
+                        emit(run.record(path, outcome, originals=config.report_originals), str(path))
+                        advance(path)
+        except KeyboardInterrupt:
+            report = run.finish()
+            fail(f"interrupted; {report} holds what was scanned; rerun with --resume to continue into {out}", 130)
+        report = run.finish()
+    counts = run.counts()
     console.print(
-        f"{len(files) - failed} scanned, {n_unsafe} unsafe, {total_failed} failed. Report: {report}", highlight=False, soft_wrap=True
+        f"{counts['scanned']} scanned, {counts['unsafe']} unsafe, {counts['failed']} failed. Report: {report}", highlight=False, soft_wrap=True
     )
     # exit codes, as virus scanners have them: 2 if anything failed, else 1 if anything is unsafe, else 0
-    if total_failed:
+    if counts["failed"]:
         raise typer.Exit(2)
-    if n_unsafe:
+    if counts["unsafe"]:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _image_progress(total: int, *, disable: bool = False):
+    """A per-image progress bar on stderr (name of the image being scanned, count, rate, time
+    left); yields ``advance(path)``, called once an image is done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(), console=console, disable=disable or console.quiet or not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("scanning", total=total)
+
+        def advance(path: Path) -> None:
+            bar.update(task, advance=1, description=f"scanned {path.name[:40]}")
+
+        yield advance
+
+
+def _updated(config, **changes):
+    from .config import ConfigError
+
+    try:
+        return config.updated(**changes)
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 @app.command("models")
@@ -368,15 +439,14 @@ def synth(
 
 
 @app.command()
+@scan_options
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, help="Port."),
     db: str = typer.Option(DEFAULT_DB, "--db", help="SQLAlchemy database URL (SQLite file by default; postgresql+psycopg://… works the same)."),
     storage: Path = typer.Option(DEFAULT_STORAGE, help="Folder for originals (read-only, content-addressed) and outputs."),
     workers: int = typer.Option(1, help="Scanning worker processes (each loads the models once)."),
-    models: str = typer.Option("default", help="Model set the workers load (as for `safeview scan --models`)."),
     max_bytes: int = typer.Option(20 * 1024 * 1024, help="Largest upload in bytes, enforced while the body streams (chunked too)."),
-    max_pixels: int = typer.Option(40_000_000, help="Largest image in pixels (decompression-bomb guard)."),
     max_aspect: float = typer.Option(32.0, help="Largest aspect ratio, long side / short side."),
     max_decoded_mb: int = typer.Option(256, help="Largest decoded first frame, MiB (width × height × bytes per pixel)."),
     job_timeout: float = typer.Option(600.0, help="Seconds a job may run; then it fails with that reason (no retry)."),
@@ -384,9 +454,12 @@ def serve(
     shutdown_grace: float = typer.Option(30.0, help="Seconds workers get on SIGTERM/SIGINT to finish the job in hand before it is handed back."),
     rate_limit: int = typer.Option(600, help="Requests per minute allowed per API key."),
     max_attempts: int = typer.Option(3, help="Tries of a failing job before it is marked failed."),
-    mode: str = typer.Option("hide", help="CSE mode: hide (default: hide the content; margin, evidence completion, robust verification), paper (the paper's greedy prefix at the first flip), minimal (that prefix pruned to 1-minimal)."),
+    *,
+    config,
 ) -> None:
     """Run the moderation service: REST API under /v1 (schema at /openapi.json; no Swagger UI, it would load from a CDN), review UI at /ui, and the worker processes.
+
+    Scanning: the workers take the same settings as `safeview scan` (--models, --mode, --margin, --config FILE, …).
 
     Keys: `safeview keys create|list|revoke|rotate` (or /v1/keys as an admin); a revoked or expired key gets 401 on its next request. Submitters see only their own scans.
 
@@ -403,10 +476,9 @@ def serve(
         fail("--workers must be 0 or more")
     try:
         config = ServiceConfig(
-            db_url=db, storage=storage, models=models, max_bytes=max_bytes, max_pixels=max_pixels, max_aspect=max_aspect,
+            db_url=db, storage=storage, models=config.models, scan=config, max_bytes=max_bytes, max_pixels=config.max_pixels, max_aspect=max_aspect,
             max_decoded_bytes=max_decoded_mb * 2**20, job_timeout_s=job_timeout, job_memory_mb=job_memory_mb,
             workers=workers, shutdown_grace_s=shutdown_grace, rate_limit=rate_limit, max_attempts=max_attempts,
-            safeguard={"mode": mode},
         )
         application = create_app(config)
     except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable database, a bad limit: one line
@@ -650,35 +722,30 @@ def vlm_eval(
 
 
 @app.command()
+@scan_options
 def batch(
     inputs: list[str] = typer.Argument(..., help="Folders (recursive), globs, image files or manifests (.jsonl, .csv, .parquet with a 'path' column)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for results.parquet, obfuscated/<sha256>.png and summary.json; rerun into it to resume."),
-    engine: str = typer.Option("local", help="local (worker processes on this machine) or ray (Ray Data)."),
+    engine: Literal["local", "ray"] = typer.Option("local", help="local (worker processes on this machine) or ray (Ray Data)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray runtime."),
-    batch_size: int = typer.Option(16, help="Images per chunk (one Parquet part, one Ray batch)."),
-    workers: Optional[int] = typer.Option(None, help="Worker processes or Ray actors (default: all CPU cores)."),
-    models: str = typer.Option("default", help="Model set, as for 'safeview scan'."),
+    batch_size: int = typer.Option(16, min=1, help="Images per chunk (one Parquet part, one Ray batch)."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Worker processes or Ray actors (default: all CPU cores)."),
     only_unsafe: bool = typer.Option(False, "--only-unsafe", help="Keep the full result JSON for unsafe and failed images only."),
-    segmentation: str = typer.Option("bass", help="Segmentation: bass (attribution-guided), slic, felzenszwalb, watershed, sam (needs --sam)."),
-    sam: Optional[Path] = typer.Option(None, "--sam", help="Local SAM checkpoint directory (transformers SamModel + SamProcessor), for --segmentation sam."),
-    style: str = typer.Option("blur", help="Obfuscation style: blur, pixelate, fill, mean."),
-    mode: str = typer.Option("hide", help="CSE mode: hide (default: hide the content; margin, evidence completion, robust verification), paper (the paper's greedy prefix at the first flip), minimal (that prefix pruned to 1-minimal)."),
-    margin: float = typer.Option(0.3, help="Safety margin of verification, as for 'safeview scan'."),
-    max_pixels: int = typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard)."),
+    *,
+    config,
 ) -> None:
-    """Scan many images (resumable; results keyed by sha256) into a Parquet table and a summary."""
-    from .batch import ENGINES, RichProgress, run_batch
+    """Scan many images (resumable; results keyed by sha256) into a Parquet table and a summary.
+
+    Prints the summary as JSON on stdout; progress goes to stderr. Exit code: 2 if any image failed, else 1 if any image is unsafe, else 0.
+    """
+    from .batch import RichProgress, run_batch
     from .errors import SafeViewError
 
-    if engine not in ENGINES:
-        fail(f"--engine must be one of {', '.join(ENGINES)}")
-    segmentation_params = _segmentation_params(segmentation, sam, load=False)  # each worker loads SAM once
     try:
-        with RichProgress(console, disable=not console.is_terminal) as progress:
+        with RichProgress(console, disable=console.quiet or not console.is_terminal) as progress:
             summary = run_batch(
-                inputs, out, engine=engine, ray_address=ray_address, batch_size=batch_size, workers=workers,
-                models=models, only_unsafe=only_unsafe, max_pixels=max_pixels, progress=progress,
-                segmentation=segmentation, segmentation_params=segmentation_params, style=style, mode=mode, margin=margin,
+                inputs, out, config=config, engine=engine, ray_address=ray_address, batch_size=batch_size, workers=workers,
+                only_unsafe=only_unsafe, progress=progress,
             )
     except (SafeViewError, ValueError) as exc:
         fail(str(exc))
@@ -686,6 +753,8 @@ def batch(
         fail(f"interrupted; what was written is kept: rerun the same command to resume into {out}", 130)
     typer.echo(json.dumps(summary, indent=2))
     if summary["failed"]:
+        raise typer.Exit(2)
+    if summary["verdicts"].get("unsafe"):
         raise typer.Exit(1)
 
 

@@ -1,19 +1,20 @@
 """The human-friendly side of a run: per-image overlays and one HTML report.
 
 Moderators should see as little unsafe content as possible, so every view is built on a blurred
-thumbnail (heat map, region boundaries, chosen regions) or on the obfuscated output; the original
-is only loaded when a reviewer clicks to reveal it.
+thumbnail (heat map, region boundaries, chosen regions) or on the obfuscated output. The report
+holds no unblurred copy of an original unless asked (``report_originals="full"``); by default a
+reviewer reveals one by opening the input file itself, from a link.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
-from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from .obfuscate import Obfuscator
@@ -22,7 +23,8 @@ from .schema import ScanResult
 THUMB = 384  # longest side of report images, px
 
 
-def _thumb(image: np.ndarray, size: int = THUMB) -> np.ndarray:
+def thumbnail(image: np.ndarray, size: int = THUMB) -> np.ndarray:
+    """``image`` scaled down (never up) so its longest side is at most ``size`` pixels."""
     h, w = image.shape[:2]
     scale = min(1.0, size / max(h, w))
     if scale == 1.0:
@@ -33,11 +35,6 @@ def _thumb(image: np.ndarray, size: int = THUMB) -> np.ndarray:
 def _resize_labels(values: np.ndarray, shape: tuple[int, int], nearest: bool) -> np.ndarray:
     interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     return cv2.resize(values, (shape[1], shape[0]), interpolation=interpolation)
-
-
-def _save(array: np.ndarray, path: Path) -> str:
-    Image.fromarray(array).save(path, quality=88) if path.suffix == ".jpg" else Image.fromarray(array).save(path)
-    return path.name
 
 
 def heatmap_overlay(background: np.ndarray, attribution: np.ndarray) -> np.ndarray:
@@ -56,36 +53,53 @@ def regions_overlay(background: np.ndarray, segments: np.ndarray, mask: np.ndarr
     return out
 
 
-def write_assets(result: ScanResult, assets_dir: Path, key: str) -> dict[str, Any]:
-    """Write the report images of one scanned image; returns their file names (relative to
-    ``assets_dir``) by kind, and per category the heat map and regions views."""
+def render_views(result: ScanResult, *, originals: str = "none") -> dict[str, np.ndarray]:
+    """What a reviewer sees of one scanned image, without revealing anything unasked: a blurred
+    thumbnail (``blurred``), the obfuscated output (``obfuscated``, full size), and per
+    counterfactual ``i`` the attribution heat map (``heatmap-i``) and the chosen regions
+    (``regions-i``) drawn over the blurred thumbnail. The unblurred original (``original``, full
+    size) only with ``originals="full"``. One renderer for the report, batch and the service."""
     art = result.artifacts
     if art is None:
         return {}
-    assets_dir.mkdir(parents=True, exist_ok=True)
-    small = _thumb(art.image)
+    small = thumbnail(art.image)
     shape = small.shape[:2]
     blurred = Obfuscator("blur")(small, np.ones(shape, bool))
-    files: dict[str, Any] = {
-        "blurred": _save(blurred, assets_dir / f"{key}.blurred.jpg"),
-        "original": _save(small, assets_dir / f"{key}.original.jpg"),
-        "categories": {},
-    }
+    views: dict[str, np.ndarray] = {"blurred": blurred}
+    if originals == "full":
+        views["original"] = art.image
     if art.obfuscated is not None:
-        files["obfuscated"] = _save(_thumb(art.obfuscated), assets_dir / f"{key}.obfuscated.jpg")
-    for category, attribution in art.attributions.items():
-        seg = _resize_labels(art.segments[category].astype(np.int32), shape, nearest=True)
-        mask = _resize_labels(art.masks[category].astype(np.uint8), shape, nearest=True).astype(bool)
-        files["categories"][category] = {
-            "heatmap": _save(heatmap_overlay(blurred, _resize_labels(attribution, shape, False)), assets_dir / f"{key}.{category}.heat.jpg"),
-            "regions": _save(regions_overlay(blurred, seg, mask), assets_dir / f"{key}.{category}.regions.jpg"),
-        }
-    return files
+        views["obfuscated"] = art.obfuscated
+    for index, cf in enumerate(result.counterfactuals):
+        seg = _resize_labels(art.segments[cf.category].astype(np.int32), shape, nearest=True)
+        mask = _resize_labels(art.masks[cf.category].astype(np.uint8), shape, nearest=True).astype(bool)
+        views[f"heatmap-{index}"] = heatmap_overlay(blurred, _resize_labels(art.attributions[cf.category], shape, False))
+        views[f"regions-{index}"] = regions_overlay(blurred, seg, mask)
+    return views
+
+
+def report_assets(result: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The report's images of one result (as a dict), from the ``view.*`` files its ``outputs``
+    name, relative to the report's ``folder``; ``original_link`` points at the input file itself
+    when no copy of the original was written (the report never copies it unasked)."""
+    outputs = result.get("outputs", {})
+    relative = {k.removeprefix("view."): os.path.relpath(v, folder) for k, v in outputs.items() if k.startswith("view.")}
+    path = result.get("input", {}).get("path")
+    return {
+        "blurred": relative.get("blurred"),
+        "original": relative.get("original"),
+        "original_link": Path(path).resolve().as_uri() if path and "original" not in relative else None,
+        "obfuscated": relative.get("obfuscated"),
+        "categories": {
+            cf["category"]: {"heatmap": relative.get(f"heatmap-{i}"), "regions": relative.get(f"regions-{i}")}
+            for i, cf in enumerate(result.get("counterfactuals", []))
+        },
+    }
 
 
 def write_report(entries: list[dict[str, Any]], path: Path, *, title: str = "SafeView report") -> Path:
     """Render ``report.html``. Each entry is ``{"result": ScanResult-as-dict, "assets": {...}}``
-    or ``{"error": message, "path": input}``."""
+    (:func:`report_assets`) or an error record ``{"path": input, "error": message}``."""
     env = Environment(loader=PackageLoader("safeview", "templates"), autoescape=select_autoescape(["html", "j2"]))
     ok = [e for e in entries if "result" in e]
     summary = {

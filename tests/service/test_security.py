@@ -92,7 +92,7 @@ def svc(tmp_path_factory, photo):
     config = ServiceConfig(
         db_url=f"sqlite:///{root}/db/safeview.db", storage=root / "storage", models=lambda: [RedDetector.build()],
         max_bytes=MAX_BYTES, max_decoded_bytes=128 * 2**20, pool_timeout_s=1.0,
-        safeguard={"segmentation": "slic", "segmentation_params": {"n_segments": 40, "compactness": 10}},
+        scan={"segmentation": "slic", "segmentation_params": {"n_segments": 40, "compactness": 10}},
     )
     app = create_app(config)
     with app.state.sessions() as session:
@@ -305,7 +305,7 @@ def test_sigterm_ends_every_worker_and_a_job_over_its_memory_limit_fails(tmp_pat
                     break
             time.sleep(0.3)
         assert big.status == "failed" and big.attempts == 1 and "memory limit of 128 MiB" in big.error, (big.status, big.error)
-        assert small.status == "done"
+        assert small.status == "done", (small.status, small.error)
         children = [int(p) for p in subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True).stdout.split()]
         assert children, "the server has no worker processes"
         server.send_signal(signal.SIGTERM)

@@ -70,7 +70,7 @@ def svc(request, tmp_path_factory, photo):
         url = f"sqlite:///{root}/safeview.db"
     config = ServiceConfig(
         db_url=url, storage=root / "storage", models=lambda: [RedDetector.build()], max_bytes=300_000, max_pixels=250_000,
-        safeguard={"segmentation": "slic", "segmentation_params": {"n_segments": 40, "compactness": 10}},
+        scan={"segmentation": "slic", "segmentation_params": {"n_segments": 40, "compactness": 10}},
     )
     app = create_app(config)
     with app.state.sessions() as session:

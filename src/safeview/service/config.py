@@ -16,7 +16,8 @@ DEFAULT_STORAGE = Path("safeview-service/storage")
 @dataclass
 class ServiceConfig:
     """``models`` is a ``--models`` spec (``demo``, ``default``, checkpoint paths) or, in-process
-    only, a callable returning a list of classifiers.
+    only, a callable returning a list of classifiers; ``scan`` the workers' :class:`ScanConfig`
+    (or its settings), the same configuration ``safeview scan`` builds.
 
     Uploads: at most ``max_bytes`` (enforced while the body streams), ``max_pixels``,
     ``max_aspect`` (long side / short side) and ``max_decoded_bytes`` once decoded, all checked
@@ -33,7 +34,7 @@ class ServiceConfig:
     db_url: str = DEFAULT_DB
     storage: Path = DEFAULT_STORAGE
     models: str | Callable[[], list[Any]] = "default"
-    safeguard: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of Safeguard
+    scan: Any = field(default_factory=dict)  # a ScanConfig, or its settings as a dict (validated here)
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = MAX_PIXELS
     max_aspect: float = MAX_ASPECT
@@ -51,7 +52,11 @@ class ServiceConfig:
     pool_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
+        from ..config import ScanConfig
+
         self.storage = Path(self.storage)
+        if not isinstance(self.scan, ScanConfig):  # bad scan settings fail when the service starts
+            self.scan = ScanConfig.build(**{**self.scan, **({"models": self.models} if isinstance(self.models, str) else {})})
         if not 0 < self.max_bytes <= MAX_BYTES or not 0 < self.max_pixels <= MAX_PIXELS:
             raise ValueError(f"limits must be positive and at most {MAX_BYTES} bytes and {MAX_PIXELS} pixels")
         if not 1 <= self.max_aspect or not 0 < self.max_decoded_bytes:

@@ -16,7 +16,6 @@ worker's address-space limit (``job_memory_mb`` above what the loaded models tak
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
 import resource
@@ -28,17 +27,13 @@ import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 
-import cv2
-import numpy as np
-from PIL import Image
 from sqlalchemy import case, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from ..errors import ImageError
 from ..images import load_image_info
-from ..obfuscate import Obfuscator
-from ..report import heatmap_overlay, regions_overlay, thumbnail
+from ..outputs import write_scan
 from .config import ServiceConfig
 from .db import Scan, make_engine, utcnow
 from .storage import Storage
@@ -87,32 +82,26 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
-def _resized(values: np.ndarray, shape: tuple[int, int], nearest: bool) -> np.ndarray:
-    return cv2.resize(values, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
+class ViewStore:
+    """The service's :class:`~safeview.outputs.Store`: files a scan's outputs by kind (the full
+    size ``obfuscated.png``, the reviewer's ``blurred.jpg``, ``heatmap-N.jpg``, ``regions-N.jpg``)
+    in its storage, and records each as the API route that serves it."""
 
+    def __init__(self, storage: Storage, scan_id: str) -> None:
+        self.storage, self.scan_id = storage, scan_id
 
-def _encode(array: np.ndarray, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt, **({"quality": 88} if fmt == "JPEG" else {}))
-    return buffer.getvalue()
+    @staticmethod
+    def view(kind: str) -> str:
+        return kind.removeprefix("view.")
 
+    def locate(self, kind: str, name: str) -> str:
+        return f"/v1/scans/{self.scan_id}/views/{self.view(kind)}"
 
-def render_views(result, storage: Storage, scan_id: str) -> None:
-    """Store what a reviewer sees without revealing anything: a blurred thumbnail, the obfuscated
-    output (when something was flagged) and, per flagged category, heat map and chosen regions
-    drawn over the blurred thumbnail."""
-    art = result.artifacts
-    small = thumbnail(art.image)
-    blurred = Obfuscator("blur")(small, np.ones(small.shape[:2], bool))
-    storage.put_output(scan_id, "blurred.jpg", _encode(blurred, "JPEG"))
-    if art.obfuscated is not None:
-        storage.put_output(scan_id, "obfuscated.png", _encode(art.obfuscated, "PNG"))
-    for index, cf in enumerate(result.counterfactuals):
-        attribution = _resized(art.attributions[cf.category], small.shape[:2], False)
-        segments = _resized(art.segments[cf.category].astype(np.int32), small.shape[:2], True)
-        mask = _resized(art.masks[cf.category].astype(np.uint8), small.shape[:2], True).astype(bool)
-        storage.put_output(scan_id, f"heatmap-{index}.jpg", _encode(heatmap_overlay(blurred, attribution), "JPEG"))
-        storage.put_output(scan_id, f"regions-{index}.jpg", _encode(regions_overlay(blurred, segments, mask), "JPEG"))
+    def put(self, kind: str, name: str, data: bytes) -> None:
+        if kind == "obfuscated":
+            self.storage.put_output(self.scan_id, "obfuscated.png", data)
+        elif kind != "view.obfuscated":  # the full-size PNG above is the obfuscated view
+            self.storage.put_output(self.scan_id, f"{self.view(kind)}.jpg", data)
 
 
 def release(sessions: sessionmaker, *conditions, max_attempts: int, reason: str, hand_back: bool = False) -> int:
@@ -151,7 +140,7 @@ class Worker:
         self.storage = Storage(config.storage)
         self.worker_id = worker_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         models = config.models() if callable(config.models) else load_model_set(config.models)
-        self.guard = Safeguard(models, **config.safeguard)
+        self.guard = Safeguard(models, config.scan)
 
     def claim(self) -> str | None:
         """Atomically take the oldest queued job (after releasing expired leases); None when idle."""
@@ -218,8 +207,7 @@ class Worker:
                     data, max_pixels=config.max_pixels, max_bytes=config.max_bytes,
                     max_aspect=config.max_aspect, max_decoded_bytes=config.max_decoded_bytes,
                 )
-                result = self.guard.scan(loaded)
-                render_views(result, self.storage, scan_id)
+                result = write_scan(self.guard.scan(loaded), ViewStore(self.storage, scan_id), "scan", document=False)
         except (JobLimitExceeded, ImageError) as exc:  # the same image would fail the same way again
             release(self.sessions, *mine, max_attempts=0, reason=str(exc).replace("<bytes>", "image", 1))
             return
