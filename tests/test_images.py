@@ -123,3 +123,20 @@ def test_in_memory_arrays():
     assert as_rgb_array(gray).shape == (4, 5, 3)
     with pytest.raises(ImageError):
         as_rgb_array(np.zeros((4, 5, 3), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(500, 375), (1000, 1000), (641, 97)])
+def test_working_copy_and_full_mask_cover_exactly_what_was_found(shape):
+    from safeview.images import full_mask, working_copy
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (*shape, 3), dtype=np.uint8)
+    work = working_copy(image, 128)
+    assert max(work.shape[:2]) == 128 and working_copy(image, None) is image and working_copy(work, 128) is work
+    found = np.zeros(work.shape[:2], bool)
+    found[rng.integers(0, work.shape[0], 20), rng.integers(0, work.shape[1], 20)] = True
+    mask = full_mask(found, shape)
+    sy, sx = shape[0] / work.shape[0], shape[1] / work.shape[1]
+    for y, x in zip(*np.nonzero(found)):  # every full pixel inside a found working pixel is masked
+        assert mask[int(np.ceil(y * sy)) : int((y + 1) * sy), int(np.ceil(x * sx)) : int((x + 1) * sx)].all()
+    assert mask.mean() < 4 * sy * sx * found.sum() / mask.size  # and little more

@@ -86,6 +86,24 @@ def test_bass_guided_by_attribution_isolates_the_square(red_classifier, red_scen
     assert mask.mean() < 2.0 * truth.mean()  # the obfuscation follows the square, not a grid cell
 
 
+def test_large_image_is_searched_on_a_working_copy_and_the_mask_mapped_back(red_classifier, red_scene):
+    import cv2
+
+    small, truth_small = red_scene
+    scale = 5  # a large photo: CSE searches a copy of at most working_side pixels a side
+    image = cv2.resize(small, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    truth = cv2.resize(truth_small.astype(np.uint8), None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST).astype(bool)
+    result = Safeguard([red_classifier], segmentation="bass", working_side=128).scan(image)
+    mask, output = result.mask.to_mask(), result.artifacts.obfuscated
+    assert mask.shape == image.shape[:2] and result.counterfactuals[0].mask.size == tuple(image.shape[:2])
+    assert mask[truth].mean() > 0.99 and np.array_equal(mask, result.counterfactuals[0].mask.to_mask())
+    assert mask.mean() < 3.0 * truth.mean()
+    assert np.array_equal(output[~mask], image[~mask])  # the rest of the full-resolution original, bit-identical
+    assert result.obfuscated_safe and result.verification.passed  # verified on the full-resolution output
+    full = Safeguard([red_classifier], segmentation="bass", working_side=None).scan(image)
+    assert full.obfuscated_safe and full.mask.to_mask()[truth].mean() > 0.9
+
+
 def test_cse_segmentation_params_scale_bass_cells():
     from safeview.counterfactual import cse_segmentation_params
 

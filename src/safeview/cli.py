@@ -112,6 +112,7 @@ SCAN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "max_regions": (int, typer.Option(10, help="Search budget: most regions the search may obfuscate before completion.")),
     "fallback": (Fallback, typer.Option("full", help="When no output can be verified safe: obfuscate the 'full' image, the 'prefix' the search chose, or 'none'; either way the output is labelled not verified.")),
     "max_pixels": (int, typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard).")),
+    "working_side": (int, typer.Option(1024, help="Longest side CSE searches on: larger images are searched on a scaled copy and the mask mapped back to full resolution, where the output is obfuscated and verified (0: always full resolution).")),
     "rationale": (Backend, typer.Option("evidence", help="Rationale backend: evidence (no weights), instructblip (--vlm), openai (--vlm-url, --vlm-model).")),
     "vlm": (Optional[Path], typer.Option(None, help="Local ConditionalVLM (CIIT) checkpoint directory, for --rationale instructblip.")),
     "guidance": (Optional[float], typer.Option(None, help="CIIT guidance weight w (default 1; 0 is the paper's ablation), for --rationale instructblip.")),
@@ -152,6 +153,8 @@ def _scan_config(context: typer.Context, values: dict[str, Any]):
     config_file = values.pop("config_file")
     chosen = {n: v for n, v in values.items() if config_file is None or n in given}
     settings = {k: v for k, v in chosen.items() if k not in ("sam", "vlm", "guidance", "vlm_url", "vlm_model")}
+    if settings.get("working_side") == 0:
+        settings["working_side"] = None
     segmentation = chosen.get("segmentation", values["segmentation"])
     if {"sam", "segmentation"} & chosen.keys():
         settings["segmentation_params"] = _segmentation_params(segmentation, values["sam"], load=False)

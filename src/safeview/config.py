@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .counterfactual import MODES, CSEConfig
 from .errors import SafeViewError
+from .images import WORKING_SIDE
 
 FALLBACKS = ("full", "prefix", "none")
 DEFAULT_PERTURBATIONS: tuple[str, ...] = CSEConfig.perturbations
@@ -38,7 +39,9 @@ class ScanConfig(BaseModel):
     ``max_regions`` the search budget (the paper's 10); ``fallback`` what is obfuscated when no
     output can be verified (``full`` image, the search's ``prefix``, or ``none``; labelled not
     verified either way); ``rationale`` the explanation backend and ``rationale_options`` its
-    settings; ``max_pixels`` the decompression-bomb guard; ``report_originals`` whether the HTML
+    settings; ``max_pixels`` the decompression-bomb guard; ``working_side`` the longest side CSE
+    searches on (larger images are searched on a scaled copy and the mask mapped back to full
+    resolution, where the output is obfuscated and verified; None: always full resolution); ``report_originals`` whether the HTML
     report may hold full-resolution originals (``none`` by default: blurred thumbnails only).
     """
 
@@ -60,6 +63,7 @@ class ScanConfig(BaseModel):
     rationale: str = "evidence"
     rationale_options: dict[str, Any] = Field(default_factory=dict)
     max_pixels: int = Field(40_000_000, gt=0)
+    working_side: int | None = Field(WORKING_SIDE, ge=64)
     report_originals: Literal["none", "full"] = "none"
 
     @field_validator("models")

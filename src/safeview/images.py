@@ -258,3 +258,32 @@ def as_rgb_array(image: np.ndarray) -> np.ndarray:
     if array.shape[2] == 4:
         return _to_rgb(Image.fromarray(array, "RGBA"), BACKGROUND)
     return np.ascontiguousarray(array)
+
+
+#: longest side CSE works on by default: larger images are searched on a scaled copy and the mask
+#: mapped back to full resolution (the classifiers see 224-pixel inputs; a 40 MP search would only
+#: cost more without deciding differently)
+WORKING_SIDE = 1024
+
+
+def working_copy(image: np.ndarray, side: int | None) -> np.ndarray:
+    """``image`` itself when its longest side is at most ``side`` (or ``side`` is None), else a
+    copy scaled down (area averaging) so that it is."""
+    h, w = image.shape[:2]
+    if side is None or max(h, w) <= side:
+        return image
+    import cv2
+
+    scale = side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def full_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A mask found on a :func:`working_copy` mapped to the full-resolution ``shape``: every full
+    pixel that any masked working pixel touches is masked (so nothing found is left uncovered by
+    the rounding), and nothing else."""
+    if mask.shape == tuple(shape):
+        return mask
+    import cv2
+
+    return cv2.resize(mask.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) > 0

@@ -23,7 +23,7 @@ from . import __version__
 from .classify import Classifier, load_model_set
 from .config import ConfigError, ScanConfig
 from .counterfactual import cse
-from .images import LoadedImage, as_rgb_array, load_image_info
+from .images import LoadedImage, as_rgb_array, full_mask, load_image_info, working_copy
 from .obfuscate import Obfuscator
 from .rationale import rationale as make_rationale
 from .schema import (
@@ -168,7 +168,9 @@ class Safeguard:
         config = self.config
         artifacts = ScanArtifacts(image=image)
         counterfactuals: list[CounterfactualResult] = []
-        current, union = image, np.zeros(image.shape[:2], bool)
+        # CSE runs on a working copy of at most working_side pixels a side; its masks are mapped back
+        work = working_copy(image, self.scan_config.working_side)
+        current, union = work, np.zeros(work.shape[:2], bool)
         pairs = list(zip(self.classifiers, categories))
         flagged = sorted((pair for pair in pairs if pair[1].unsafe), key=lambda pair: -pair[1].unsafe_probability)
         flagged_models = [clf.name for clf, _ in flagged]
@@ -197,12 +199,12 @@ class Safeguard:
                     depth=len(result.regions), greedy_depth=result.search.greedy_depth,
                     n_regions=int(result.segments.max()) + 1, queries=result.queries,
                     obfuscated_fraction=result.obfuscated_fraction, unsafe_probability_steps=steps,
-                    unsafe_probability_after=after, mask=RLE.from_mask(result.mask),
+                    unsafe_probability_after=after, mask=RLE.from_mask(mask_full := full_mask(result.mask, image.shape[:2])),
                 )
             )
             artifacts.attributions[clf.category] = result.attribution
             artifacts.segments[clf.category] = result.segments
-            artifacts.masks[clf.category] = result.mask
+            artifacts.masks[clf.category] = mask_full
             if result.output is None or not result.verified:
                 searched_all = False
                 if result.output is not None:  # what the search found, for the 'prefix' fallback
@@ -210,6 +212,10 @@ class Safeguard:
                 break  # no verified output is possible for this model: the fallback decides the rest
             current, union, last_check = result.output, union | result.mask, result.verification
 
+        if work is not image:  # the mask, mapped to full resolution, obfuscates the original; verified there
+            union = full_mask(union, image.shape[:2])
+            current = Obfuscator(config.style, **config.style_params)(image, union) if union.any() else image
+            last_check = None
         verdict = "unsafe" if any(c.unsafe for c in categories) else "safe"
         result_kwargs: dict = {}
         if verdict == "unsafe":
