@@ -169,7 +169,7 @@ def report(results: dict, args, n: int) -> str:
             f"- **Measured**: {per_core:.2f} images/s per core, scan-only with Open-NSFW, local engine, this machine "
             "(2 shared cores, other jobs running: a pessimistic figure).",
             f"- **Needed**: 10 M / 86 400 s = {needed:.0f} images/s sustained.",
-            f"- **Assumed**: throughput scales linearly with cores (each Ray actor is independent, no shared state; "
+            "- **Assumed**: throughput scales linearly with cores (each Ray actor is independent, no shared state; "
             "the only shared step is the driver writing Parquet parts, which is cheap), 16-core CPU nodes at 80 % "
             "utilisation, and an unsafe rate low enough that CSE is a small addition (CSE costs a multiple of a scan "
             "per unsafe image; see the CSE rows and scale by the platform's unsafe rate).",

@@ -39,7 +39,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # LIME's sampler shows a progress ba
 import numpy as np
 import torch
 
-from safeview.attribute import attribution_map
 from safeview.threads import set_threads
 from safeview.baselines import box_censor, boxes_mask, component_boxes, csra, lime_counterfactual, quickshift_segments, sedc
 from safeview.classify import Classifier, load_classifier

@@ -57,7 +57,6 @@ from safeview.classify import Classifier, Preprocess, load_classifier  # noqa: E
 from safeview.counterfactual import CSEConfig, cse, default_flip_rule, rank_regions, region_scores  # noqa: E402
 from safeview.obfuscate import Obfuscator  # noqa: E402
 from safeview.pipeline import Safeguard  # noqa: E402
-from safeview.segment import segment  # noqa: E402
 from safeview.synth import make_sample  # noqa: E402
 from safeview.threads import set_threads  # noqa: E402
 

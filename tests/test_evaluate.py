@@ -10,7 +10,8 @@ from PIL import Image
 from safeview.errors import SafeViewError
 from safeview.evaluate import evaluate_classifier, write_evaluation
 from safeview.metrics import classification_metrics, expected_calibration_error, roc_auc, roc_curve
-from safeview.train import LabelledImages, fit_temperature, stratified_split, write_split
+from safeview.data import LabelledImages, stratified_split, write_split
+from safeview.train import fit_temperature
 
 
 def one_hot_probs(top: list[int], confidence: float, classes: int = 2) -> np.ndarray:
@@ -131,7 +132,7 @@ def test_evaluate_a_folder_and_write_the_report(red_classifier, red_folder, tmp_
 
 
 def test_evaluate_one_part_of_a_split_and_foreign_labels(red_classifier, red_folder, tmp_path):
-    from safeview.train import read_dataset
+    from safeview.data import read_dataset
     from safeview.classify import file_sha256
 
     data = read_dataset(red_folder)

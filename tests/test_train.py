@@ -18,17 +18,8 @@ from safeview.classify import load_checkpoint, load_model_set
 from safeview.cli import app
 from safeview.errors import ModelError, SafeViewError
 from safeview.nets import build
-from safeview.train import (
-    TrainingInterrupted,
-    load_init_weights,
-    parse_class_map,
-    read_dataset,
-    read_split,
-    split_path,
-    state_path,
-    stratified_split,
-    train_classifier,
-)
+from safeview.data import parse_class_map, read_dataset, read_split, split_path, stratified_split
+from safeview.train import TrainingInterrupted, load_init_weights, state_path, train_classifier
 
 SIZE = 32
 FAST = dict(category="cyberbullying", arch="small", arch_kwargs={"width": 8}, image_size=SIZE, epochs=2, batch_size=4, lr=1e-2, seed=0)
@@ -251,3 +242,19 @@ def test_few_steps_do_not_leave_broken_batchnorm_statistics(tmp_path, monkeypatc
     # after: the decisions follow what three steps learnt
     assert fixed.metadata["val_accuracy"] >= 0.75 and fixed.metadata["test_metrics"]["accuracy"] >= 0.7
     assert fixed.metadata["test_metrics"]["warnings"] == []
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"arch": "vgg"}, "unknown architecture 'vgg'"),
+    ({"epochs": 0}, "epochs: Input should be greater than or equal to 1"),
+    ({"epoch": 3}, "epoch: unknown setting; known settings: category"),
+    ({"augment": "mixup"}, "augment: Input should be"),
+])
+def test_train_config_refuses_bad_settings_before_reading_any_image(tmp_path, settings, message):
+    from safeview.train import TrainConfig
+
+    with pytest.raises(SafeViewError, match=message):
+        train_classifier(tmp_path / "no-such-data", out=tmp_path / "m.safeview", category="x", **settings)
+    config = TrainConfig.build(category="x")
+    with pytest.raises(SafeViewError, match="either a TrainConfig or settings"):
+        train_classifier(tmp_path, out=tmp_path / "m.safeview", config=config, epochs=2)

@@ -309,7 +309,7 @@ def train(
     batch_size: int = typer.Option(64, help="Batch size."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, one-cycle cosine schedule)."),
     weight_decay: float = typer.Option(1e-4, help="AdamW weight decay."),
-    augment: str = typer.Option("dihedral", help="Augmentation: dihedral (flips and 90° turns), flip, none."),
+    augment: Literal["dihedral", "flip", "none"] = typer.Option("dihedral", help="Augmentation: dihedral (flips and 90° turns), flip, none."),
     patience: Optional[int] = typer.Option(None, help="Stop early after this many epochs without a better validation accuracy."),
     seed: int = typer.Option(0, help="Seed of the split, initialisation and batches."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its saved state (same options)."),
@@ -318,13 +318,22 @@ def train(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing checkpoint."),
 ) -> None:
     """Train a safe/unsafe classifier (stratified 80/10/10 split, best validation kept, temperature-calibrated)."""
-    from .train import TrainingInterrupted, parse_class_map, state_path, train_classifier
+    from .errors import SafeViewError
+    from .data import parse_class_map
+    from .train import TrainConfig, TrainingInterrupted, state_path, train_classifier
 
     if out.exists() and not force and not (resume and state_path(out).exists()):
         fail(f"{out}: already exists; pass --force to overwrite it")
+    try:
+        config = TrainConfig.build(
+            category=category, class_map=parse_class_map(class_map or []), unsafe_classes=tuple(unsafe or ("unsafe",)),
+            arch=arch, arch_kwargs={"width": width} if width else {}, init=init, epochs=epochs, image_size=image_size,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment, patience=patience, seed=seed,
+            workers=workers, device=device,
+        )
+    except SafeViewError as exc:
+        fail(str(exc))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from .errors import SafeViewError
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
@@ -345,12 +354,7 @@ def train(
                 bar.console.print(str(event), highlight=False, soft_wrap=True)
 
         try:
-            clf = train_classifier(
-                data, category=category, out=out, class_map=parse_class_map(class_map or []), unsafe_classes=unsafe or ("unsafe",),
-                arch=arch, arch_kwargs={"width": width} if width else None, init=init, epochs=epochs, image_size=image_size,
-                batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment, patience=patience, seed=seed,
-                resume=resume, workers=workers, device=device, progress=report,
-            )
+            clf = train_classifier(data, out=out, config=config, resume=resume, progress=report)
         except TrainingInterrupted as exc:
             bar.stop()
             console.print(f"[yellow]{exc}[/]", highlight=False, soft_wrap=True)
@@ -388,7 +392,7 @@ def evaluate(
     from .classify import load_classifier
     from .errors import SafeViewError
     from .evaluate import evaluate_classifier, write_evaluation
-    from .train import parse_class_map
+    from .data import parse_class_map
 
     try:
         clf = load_classifier(model)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -142,14 +142,15 @@ class ScanConfig(BaseModel):
         return type(self).build(**{**self.model_dump(), **changes})
 
 
-def describe(exc: ValidationError) -> str:
-    """A Pydantic validation error as one line: ``field: problem; field: problem``."""
+def describe(exc: ValidationError, known: Iterable[str] | None = None) -> str:
+    """A Pydantic validation error as one line: ``field: problem; field: problem`` (an unknown
+    field lists the ``known`` ones, by default :class:`ScanConfig`'s)."""
     parts = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = f"unknown setting; known settings: {', '.join(ScanConfig.model_fields)}"
+            message = f"unknown setting; known settings: {', '.join(known or ScanConfig.model_fields)}"
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
 

@@ -39,7 +39,7 @@ def evaluate_classifier(
     import torch
 
     from .inputs import file_sha256
-    from .train import PARTS, decode_images, read_dataset, read_split, split_path
+    from .data import PARTS, decode_images, read_dataset, read_split, split_path
 
     root = Path(data).expanduser()
     classes: Sequence[str] = classifier.labels
