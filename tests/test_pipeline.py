@@ -157,3 +157,26 @@ def test_unverified_output_is_never_written_as_safe(red_classifier, red_scene, t
     record = json.loads(next(out.glob("scene-*.json")).read_text())
     assert record["obfuscated_safe"] is False and record["output_status"] == "not verified"
     assert record["outputs"]["obfuscated"] == str(written)
+
+
+def test_second_opinion_hides_offensive_text_the_classifier_did_not_need(red_classifier):
+    """The classifier flips once its red square is hidden; the OCR still reads "LOSER" elsewhere in
+    the output, so the second opinion extends the mask over the word and checks again."""
+    pytest.importorskip("rapidocr")
+    from text_scenes import draw_text, photo
+
+    image, word = draw_text(photo(), "LOSER", (20, 200), 24)
+    square = np.zeros(image.shape[:2], bool)
+    square[30:70, 140:180] = True
+    image[square] = (255, 0, 0)
+    result = Safeguard([red_classifier], segmentation="bass").scan(image)
+    opinion = result.verification.second_opinion
+    mask = result.mask.to_mask()
+    assert [a.text for a in result.attributes.attributes if a.name == "offensive_text"] == ["LOSER"]
+    assert opinion is not None and opinion.passed and result.obfuscated_safe
+    assert mask[word].mean() > 0.95 and mask[square].mean() > 0.9  # both hidden
+    assert np.array_equal(result.artifacts.obfuscated[~mask], image[~mask])
+    assert "LOSER" in result.rationale.text
+    off = Safeguard([red_classifier], segmentation="bass", attributes=()).scan(image)
+    assert off.verification.second_opinion is None and off.attributes is None
+    assert off.mask.to_mask()[word].mean() < 0.5  # the classifier alone leaves the word readable

@@ -111,6 +111,7 @@ SCAN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "margin": (float, typer.Option(0.3, help="Safety margin: an output counts as safe only when every model that flagged the image gives it an unsafe probability of at most 1 - threshold - margin, also on re-upload copies (JPEG, rescale, mirror, crops).")),
     "max_regions": (int, typer.Option(10, help="Search budget: most regions the search may obfuscate before completion.")),
     "fallback": (Fallback, typer.Option("full", help="When no output can be verified safe: obfuscate the 'full' image, the 'prefix' the search chose, or 'none'; either way the output is labelled not verified.")),
+    "attributes": (str, typer.Option("ocr,offensive", help="Attribute detectors run on flagged images, comma-separated (ocr, offensive; 'none' for none): they ground the rationale in what they saw and give verification a second opinion (readable offensive text fails an output). Needs the 'attributes' extra; a detector not installed is reported as not checked.")),
     "max_pixels": (int, typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard).")),
     "working_side": (int, typer.Option(1024, help="Longest side CSE searches on: larger images are searched on a scaled copy and the mask mapped back to full resolution, where the output is obfuscated and verified (0: always full resolution).")),
     "rationale": (Backend, typer.Option("evidence", help="Rationale backend: evidence (no weights), instructblip (--vlm), openai (--vlm-url, --vlm-model).")),
@@ -155,6 +156,8 @@ def _scan_config(context: typer.Context, values: dict[str, Any]):
     settings = {k: v for k, v in chosen.items() if k not in ("sam", "vlm", "guidance", "vlm_url", "vlm_model")}
     if settings.get("working_side") == 0:
         settings["working_side"] = None
+    if "attributes" in settings:
+        settings["attributes"] = tuple(a.strip() for a in settings["attributes"].split(",") if a.strip() not in ("", "none"))
     segmentation = chosen.get("segmentation", values["segmentation"])
     if {"sam", "segmentation"} & chosen.keys():
         settings["segmentation_params"] = _segmentation_params(segmentation, values["sam"], load=False)

@@ -14,6 +14,8 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .attributes import DEFAULT_DETECTORS as ATTRIBUTE_DETECTORS
+from .attributes import DETECTORS
 from .counterfactual import MODES, CSEConfig
 from .errors import SafeViewError
 from .images import WORKING_SIDE
@@ -39,7 +41,9 @@ class ScanConfig(BaseModel):
     ``max_regions`` the search budget (the paper's 10); ``fallback`` what is obfuscated when no
     output can be verified (``full`` image, the search's ``prefix``, or ``none``; labelled not
     verified either way); ``rationale`` the explanation backend and ``rationale_options`` its
-    settings; ``max_pixels`` the decompression-bomb guard; ``working_side`` the longest side CSE
+    settings; ``attributes`` the attribute detectors (:mod:`safeview.attributes`) run on flagged
+    images, for the rationale and as a second opinion on outputs (empty: none); ``max_pixels``
+    the decompression-bomb guard; ``working_side`` the longest side CSE
     searches on (larger images are searched on a scaled copy and the mask mapped back to full
     resolution, where the output is obfuscated and verified; None: always full resolution); ``report_originals`` whether the HTML
     report may hold full-resolution originals (``none`` by default: blurred thumbnails only).
@@ -62,6 +66,7 @@ class ScanConfig(BaseModel):
     fallback: Literal["full", "prefix", "none"] = "full"
     rationale: str = "evidence"
     rationale_options: dict[str, Any] = Field(default_factory=dict)
+    attributes: tuple[str, ...] = ATTRIBUTE_DETECTORS
     max_pixels: int = Field(40_000_000, gt=0)
     working_side: int | None = Field(WORKING_SIDE, ge=64)
     report_originals: Literal["none", "full"] = "none"
@@ -93,6 +98,9 @@ class ScanConfig(BaseModel):
         if unknown:
             raise ValueError(f"the {self.rationale} rationale takes no option {', '.join(unknown)}; "
                              f"it takes: {', '.join(OPTIONS[self.rationale]) or 'none'}")
+        unknown = sorted(set(self.attributes) - set(DETECTORS))
+        if unknown:
+            raise ValueError(f"unknown attribute detector(s) {', '.join(unknown)}; choose from {', '.join(DETECTORS)}")
         needed = {"instructblip": ("vlm",), "openai": ("base_url", "model")}.get(self.rationale, ())
         missing = [name for name in needed if not self.rationale_options.get(name)]
         if missing:

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import __version__
+from .attributes import SecondOpinion, detect, second_opinion
 from .classify import Classifier, load_model_set
 from .config import ConfigError, ScanConfig
 from .counterfactual import cse
@@ -28,6 +29,8 @@ from .obfuscate import Obfuscator
 from .rationale import rationale as make_rationale
 from .schema import (
     RLE,
+    AttributeReportModel,
+    SecondOpinionModel,
     TAXONOMY,
     CategoryResult,
     CounterfactualResult,
@@ -218,14 +221,27 @@ class Safeguard:
             last_check = None
         verdict = "unsafe" if any(c.unsafe for c in categories) else "safe"
         result_kwargs: dict = {}
+        found = None  # the attributes real detectors see on a flagged original (rationale, second opinion)
         if verdict == "unsafe":
+            t = time.perf_counter()
+            detectors = self.scan_config.attributes
+            found = detect(image, detectors) if detectors else None
+            timings["attributes"] = time.perf_counter() - t
             t = time.perf_counter()
             check = verify(
                 self.classifiers, current, threshold=config.threshold, margin=config.margin,
                 perturbations=config.perturbations, flagged=flagged_models, known=last_check,
             )
+            opinion = second_opinion(current, detectors) if detectors and check.passed and union.any() else None
+            if opinion is not None and not opinion.passed:
+                # a detector still sees an unsafe attribute (readable offensive text): hide it too, check again
+                union = union | _attribute_area(opinion, image.shape[:2])
+                current = Obfuscator(config.style, **config.style_params)(image, union)
+                check = verify(self.classifiers, current, threshold=config.threshold, margin=config.margin,
+                               perturbations=config.perturbations, flagged=flagged_models)
+                opinion = second_opinion(current, detectors)
             timings["verify"] = time.perf_counter() - t
-            passed = searched_all and check.passed and bool(union.any())
+            passed = searched_all and check.passed and bool(union.any()) and (opinion is None or opinion.passed)
             fallback = None
             if not passed:
                 fallback = self.scan_config.fallback
@@ -239,7 +255,9 @@ class Safeguard:
                 "obfuscated_safe": passed,
                 "output_status": "verified" if passed else "not verified",
                 "fallback": fallback,
-                "verification": VerificationResult(**check.as_dict()),
+                "verification": VerificationResult(
+                    **check.as_dict(), second_opinion=SecondOpinionModel.from_opinion(opinion) if opinion else None,
+                ),
                 "unsafe_probability_after": {
                     clf.category: check.unsafe_probabilities[clf.name]["output"] for clf in self.classifiers
                 },
@@ -249,7 +267,7 @@ class Safeguard:
         control = {c.category: c.unsafe_probability for c in categories}
         explanation = make_rationale(
             image, control, _evidence(counterfactuals, artifacts, result_kwargs), backend=self.scan_config.rationale,
-            threshold=config.threshold, **self.scan_config.rationale_options,
+            threshold=config.threshold, attributes=found, **self.scan_config.rationale_options,
         )
         timings["rationale"] = time.perf_counter() - t
         timings["total"] = timings["load"] + timings["classify"] + time.perf_counter() - t0
@@ -265,6 +283,7 @@ class Safeguard:
                 frames=loaded.frames,
             ),
             verdict=verdict,
+            attributes=AttributeReportModel.from_report(found) if found is not None else None,
             categories=categories,
             counterfactuals=counterfactuals,
             rationale=explanation,
@@ -298,6 +317,19 @@ def _evidence(counterfactuals: list[CounterfactualResult], artifacts: ScanArtifa
             "models": list(verification.models),
         }
     return evidence
+
+
+def _attribute_area(opinion: SecondOpinion, shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of every unsafe attribute the second opinion still found, with a margin of 2 %
+    of the shorter side (a detector's box is tight around what it read)."""
+    import cv2
+
+    area = np.zeros(shape, bool)
+    for verdict in opinion.verdicts:
+        for attribute in verdict.found:
+            area |= attribute.area(shape)
+    radius = max(1, round(0.02 * min(shape)))
+    return cv2.dilate(area.astype(np.uint8), np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)) > 0
 
 
 def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage, max_pixels: int) -> LoadedImage:

@@ -29,7 +29,7 @@ import numpy as np
 
 from .base import UNSAFE_ATTRIBUTES, Attribute, AttributeReport, DetectorRun, NotInstalled, SecondOpinion, Verdict, overlap
 from .detector import Detector
-from .models import AttributeModel, AttributeReportModel, DetectorRunModel, SecondOpinionModel, VerdictModel
+from ..schema import AttributeModel, AttributeReportModel, DetectorRunModel, SecondOpinionModel, VerdictModel
 from .ocr import OCR
 from .offensive import OffensiveText
 

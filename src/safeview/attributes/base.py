@@ -1,6 +1,6 @@
 """The data the attribute layer produces: located attributes, what each detector did, the report
 of one image, and the second opinion's verdicts on an obfuscated output. Plain frozen dataclasses
-of arrays and numbers; their JSON form is :mod:`safeview.attributes.models`.
+of arrays and numbers; their JSON form is in :mod:`safeview.schema` (``AttributeReportModel``, ``SecondOpinionModel``).
 
 A detector that did not run (its package is not installed, a detector it needs did not run, or it
 raised) leaves its attributes *not checked*: the report never turns "not looked for" into "absent".
