@@ -83,6 +83,12 @@ class Safeguard:
             raise ConfigError("no models: a scan with no classifier would call every image safe; give at least one model")
         log.info("models: %s; mode %s", ", ".join(c.name for c in self.classifiers), config.mode)
 
+    def warm_up(self) -> None:
+        """Load now what the first unsafe image would load lazily (the attribute detectors' models
+        and their first-run buffers), so a worker can cap its memory afterwards (service workers)."""
+        if self.scan_config.attributes:
+            detect(np.full((64, 64, 3), 127, np.uint8), self.scan_config.attributes)
+
     # -- helpers ------------------------------------------------------------------------------
     def _is_unsafe(self, unsafe_probability: float) -> bool:
         # unsafe unless the safe side exceeds the threshold (the paper's flip rule, mirrored)

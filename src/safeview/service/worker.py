@@ -259,6 +259,7 @@ def worker_main(config: ServiceConfig, worker_id: str) -> None:
     engine = make_engine(config.db_url, pool_size=2)
     try:
         worker = Worker(config, sessionmaker(engine, expire_on_commit=False), worker_id=worker_id)
+        worker.guard.warm_up()  # what loads lazily counts as the models, not against the job's limit
         limit_memory(config.job_memory_mb)
         worker.loop(stop)
     finally:
