@@ -159,7 +159,7 @@ def test_unverified_output_is_never_written_as_safe(red_classifier, red_scene, t
     assert record["outputs"]["obfuscated"] == str(written)
 
 
-def test_second_opinion_hides_offensive_text_the_classifier_did_not_need(red_classifier):
+def test_second_opinion_hides_offensive_text_the_classifier_did_not_need(red_classifier, tmp_path):
     """The classifier flips once its red square is hidden; the OCR still reads "LOSER" elsewhere in
     the output, so the second opinion extends the mask over the word and checks again."""
     pytest.importorskip("rapidocr")
@@ -177,6 +177,10 @@ def test_second_opinion_hides_offensive_text_the_classifier_did_not_need(red_cla
     assert mask[word].mean() > 0.95 and mask[square].mean() > 0.9  # both hidden
     assert np.array_equal(result.artifacts.obfuscated[~mask], image[~mask])
     assert "LOSER" in result.rationale.text
+    from safeview.report import write_report
+
+    page = write_report([{"result": json.loads(result.model_dump_json()), "assets": {"categories": {}}}], tmp_path / "r.html").read_text()
+    assert "“LOSER”" in page and "second opinion on the output: passed" in page  # the report shows what was read
     off = Safeguard([red_classifier], segmentation="bass", attributes=()).scan(image)
     assert off.verification.second_opinion is None and off.attributes is None
     assert off.mask.to_mask()[word].mean() < 0.5  # the classifier alone leaves the word readable

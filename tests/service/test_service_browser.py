@@ -89,6 +89,7 @@ def test_review_flow_in_chromium(server):
             expect(page.locator("#verdict")).to_have_text("unsafe")
             expect(page.locator("#categories")).to_contain_text("cyberbullying")
             assert page.locator("#rationale").inner_text().strip() not in ("", "—")
+            expect(page.locator("#attributes")).to_contain_text("second opinion on the output")  # what the detectors saw
             expect(page.locator("#image")).to_have_attribute("src", re.compile(r"^blob:"))
             deadline = time.monotonic() + 10
             while page.locator("#image").evaluate("img => img.naturalWidth") == 0 and time.monotonic() < deadline:

@@ -139,10 +139,30 @@ async function show(index) {
     ? `Obfuscated ${percent(result.obfuscated_fraction)} of the image; output ${result.obfuscated_safe ? "verified safe" : "NOT VERIFIED" + (result.fallback === "full" ? " (whole image obfuscated)" : "")}.`
     : "";
   $("rationale").textContent = (result.rationale && result.rationale.text) || "—";
+  $("attributes").replaceChildren(...attributeLines(result).map((text) => {
+    const li = document.createElement("li");
+    li.textContent = text;  // text only: what a detector read is never markup
+    return li;
+  }));
   $("note").value = scan.decision_note || "";
   $("reveal-reason").value = "";
   say(scan.decision ? `Decided: ${scan.decision}` : "");
   await setView("default");
+}
+
+// What the attribute detectors saw on the original, what they could not check, and their second
+// opinion on the output, as lines of plain text.
+function attributeLines(result) {
+  const report = result.attributes;
+  if (!report) return ["no attribute detector ran"];
+  const lines = report.attributes.map((a) =>
+    `${a.name}${a.text ? ` "${a.text}"` : ""} (${a.detector} ${a.score.toFixed(2)})${a.unsafe ? " — unsafe" : ""}`);
+  if (!lines.length) lines.push("the detectors that ran saw nothing");
+  for (const d of report.detectors) if (d.status !== "ran") lines.push(`${d.name}: ${d.status}`);
+  if (report.unchecked.length) lines.push(`not checked: ${report.unchecked.join(", ")}`);
+  const opinion = result.verification && result.verification.second_opinion;
+  if (opinion) lines.push(`second opinion on the output: ${opinion.passed ? "passed" : "FAILED"}${opinion.complete ? "" : " (not every detector ran)"}`);
+  return lines;
 }
 
 async function decide(action) {
