@@ -8,9 +8,10 @@ and angle, with its exact pixel mask. It then measures, on the same images for e
 - OCR recall (overall, and below / from 20 px): the OCR reads the drawn word (case-insensitive, spaces ignored) in a box that covers
   at least half of its pixels;
 - offensive recall on insults, and false alarms on friendly words and on the bare backgrounds;
-- for each obfuscation style, after obfuscating exactly the word's mask: how often the second
-  opinion still fails the output (the OCR still reads an offensive word), i.e. a style that leaves
-  text machine-readable;
+- for each obfuscation style, after obfuscating exactly the word's pixels: how often the second
+  opinion still fails the output (the OCR still reads an offensive word), i.e. an obfuscation that
+  leaves text machine-readable; and the same after blurring the word's box grown by 2 %, as the
+  pipeline does when the second opinion reads a word;
 - the detectors' time per image at 224² and 1024².
 
 Usage: ``python bench/attributes.py --images 40 --seed 0 [--out bench/results/attributes.json]``.
@@ -46,6 +47,8 @@ def draw_word(image: np.ndarray, word: str, rng: np.random.Generator, height: in
     scale = height / cv2.getTextSize("H", font, 1.0, 1)[0][1]
     thickness = max(1, round(height / 9))
     (tw, th), _ = cv2.getTextSize(word, font, scale, thickness)
+    if tw > w - 8:  # too wide for the image at this size: smaller, so the word is never cut off
+        return draw_word(image, word, rng, max(8, int(height * (w - 8) / tw)))
     x = int(rng.integers(2, max(3, w - tw - 2)))
     y = int(rng.integers(th + 2, max(th + 3, h - 4)))
     outline, core = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
@@ -61,6 +64,16 @@ def draw_word(image: np.ndarray, word: str, rng: np.random.Generator, height: in
     out[outline > 127] = bg
     out[core > 127] = fg
     return out, outline > 127
+
+
+def box_around(mask: np.ndarray) -> np.ndarray:
+    """The bounding box of ``mask`` grown by 2 % of the shorter side: what the pipeline obfuscates
+    when the second opinion still reads a word (``pipeline._attribute_area``)."""
+    ys, xs = np.nonzero(mask)
+    pad = max(1, round(0.02 * min(mask.shape)))
+    out = np.zeros_like(mask)
+    out[max(0, ys.min() - pad) : ys.max() + pad + 1, max(0, xs.min() - pad) : xs.max() + pad + 1] = True
+    return out
 
 
 def _reads(report, word: str, mask: np.ndarray) -> bool:
@@ -83,7 +96,7 @@ def main() -> None:
     counts = {"insult": {"n": 0, "ocr": 0, "offensive": 0}, "friendly": {"n": 0, "ocr": 0, "offensive": 0},
               "background": {"n": 0, "offensive": 0, "any_text": 0}}
     by_height: dict[str, list[int]] = {"<20": [], ">=20": []}  # OCR reads the word, per drawn size
-    still_failed = {style: 0 for style in STYLES}
+    still_failed = {style: 0 for style in (*STYLES, "blur, box + 2 %")}
     seconds: list[float] = []
     for i in range(args.images):
         background = make_background(seed=args.seed * 100_003 + i, size=args.size)
@@ -106,6 +119,7 @@ def main() -> None:
             if kind == "insult":
                 for style in STYLES:
                     still_failed[style] += not second_opinion(obfuscate(image, mask, style)).passed
+                still_failed["blur, box + 2 %"] += not second_opinion(obfuscate(image, box_around(mask), "blur")).passed
     timing = {}
     for side in (224, 1024):  # time per image at two sizes, a word drawn on each
         image, _ = draw_word(cv2.resize(make_background(seed=args.seed, size=args.size), (side, side)), "LOSER", rng, side // 10)
