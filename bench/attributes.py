@@ -12,7 +12,9 @@ and angle, with its exact pixel mask. It then measures, on the same images for e
   opinion still fails the output (the OCR still reads an offensive word), i.e. an obfuscation that
   leaves text machine-readable; and the same after blurring the word's box grown by 2 %, as the
   pipeline does when the second opinion reads a word;
-- the detectors' time per image at 224² and 1024².
+- the detectors' time per image at 224² and 1024²;
+- inside the pipeline (:func:`pipeline_rows`), with and without the second opinion: outputs called
+  safe in which the OCR still reads the insult, leak rate and obfuscated area.
 
 Usage: ``python bench/attributes.py --images 40 --seed 0 [--out bench/results/attributes.json]``.
 """
@@ -84,11 +86,63 @@ def _reads(report, word: str, mask: np.ndarray) -> bool:
     )
 
 
+def pipeline_rows(n: int, seed: int, size: int) -> dict[str, dict]:
+    """The second opinion inside the pipeline, on the same ``n`` images for both rows: each holds a
+    red square that the classifier (the tests' ``RedDetector``, which sees only red) flags, and an
+    insult it does not see, both with exact masks. ``Safeguard`` runs once with the attribute
+    detectors and once without (``attributes=()``); per row: outputs called safe, those in which
+    the OCR still reads the insult, the leak rate (a stand-in, square or word, less than 80 %
+    covered), and the obfuscated area against the truth's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from scenes import RedDetector
+
+    from safeview.pipeline import Safeguard
+
+    rng = np.random.default_rng([seed, 17])
+    scenes = []
+    for i in range(n):
+        image = make_background(seed=seed * 100_003 + 50_000 + i, size=size)
+        word = str(rng.choice(INSULTS))
+        image, word_mask = draw_word(image, word, rng, int(rng.integers(20, 37)))
+        side = int(rng.integers(24, 49))
+        y, x = (int(v) for v in rng.integers(0, size - side, 2))
+        square = np.zeros(word_mask.shape, bool)
+        square[y : y + side, x : x + side] = True
+        square &= ~word_mask  # the square is drawn under the word
+        image[square] = (255, 0, 0)
+        scenes.append((image, word, word_mask, square))
+    classifier = RedDetector.build()
+    rows = {}
+    for name, attributes in (("with second opinion", ("ocr", "offensive")), ("classifier only", ())):
+        guard = Safeguard([classifier], segmentation="bass", attributes=attributes)
+        safe = readable = leaks = instances = 0
+        ratios, seconds = [], []
+        for image, word, word_mask, square in scenes:
+            t = time.perf_counter()
+            result = guard.scan(image)
+            seconds.append(time.perf_counter() - t)
+            mask = result.mask.to_mask() if result.mask else np.zeros(word_mask.shape, bool)
+            for truth in (square, word_mask):
+                instances += 1
+                leaks += overlap(truth, mask) < 0.8
+            ratios.append(mask.sum() / (square | word_mask).sum())
+            if result.obfuscated_safe:
+                safe += 1
+                readable += _reads(detect(result.artifacts.obfuscated), word, word_mask)
+        rows[name] = {
+            "images": n, "called_safe": safe, "called_safe_with_the_insult_readable": readable,
+            "leak_rate": leaks / instances, "area_ratio_median": float(np.median(ratios)),
+            "seconds_median": float(np.median(seconds)),
+        }
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=40, help="images per kind (insult, friendly word)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pipeline-images", type=int, default=20, help="images of the pipeline comparison (0: skip it)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
 
@@ -144,6 +198,8 @@ def main() -> None:
         "detect_seconds_by_size": timing,
         "load_average": os.getloadavg()[0],
     }
+    if args.pipeline_images:
+        figures["pipeline"] = pipeline_rows(args.pipeline_images, args.seed, args.size)
     text = json.dumps(figures, indent=2)
     print(text)
     if args.out:
