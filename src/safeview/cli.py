@@ -205,9 +205,9 @@ def scan(
         run = ScanRun(out.expanduser(), force=force, resume=resume)
     except ValueError as exc:
         fail(str(exc))
-    segmentation_params = dict(config.segmentation_params)
+    checkpoint = config.segmentation_params.get("checkpoint")
     if config.segmentation == "sam":  # load the checkpoint now, so a bad one is one error before any image
-        _segmentation_params("sam", Path(segmentation_params["checkpoint"]), load=True)
+        _segmentation_params("sam", Path(checkpoint) if checkpoint else None, load=True)
     from .config import ConfigError
     from .errors import SafeViewError
     from .pipeline import Safeguard
