@@ -72,6 +72,19 @@ def test_rotated_and_small_text(ocr_model, astronaut, angle, height):
     assert offensive.text == "IDIOT" and overlap(drawn, offensive.area(image.shape[:2])) > 0.9
 
 
+def test_real_printed_text_in_a_bundled_scan_is_read_and_is_not_offensive(ocr_model):
+    """scikit-image's scanned page (real printed text, not drawn by us): lines of it are read, in
+    their boxes, and none of that benign prose is judged offensive."""
+    from skimage import data
+
+    page = np.stack([data.page()] * 3, -1).astype(np.uint8)
+    report = detect(page)
+    texts = [a.text for a in report.named("text")]
+    assert any("segmentation" in t for t in texts) and any("background" in t for t in texts)
+    assert all(0 <= a.box[0] < a.box[2] <= page.shape[1] and 0 <= a.box[1] < a.box[3] <= page.shape[0] for a in report.named("text"))
+    assert not report.unsafe
+
+
 def test_larger_image(ocr_model):
     image, drawn = draw_text(photo((512, 384)), "LOSER", (40, 200), 40)
     (offensive,) = detect(image).unsafe
