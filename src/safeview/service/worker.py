@@ -38,6 +38,11 @@ from .config import ServiceConfig
 from .db import Scan, make_engine, utcnow
 from .storage import Storage
 
+#: glibc settings of worker processes, so the address-space limit measures what a job holds: large
+#: blocks always mmap'd (returned to the system when freed, also after a job that ran out of
+#: memory) and few per-thread arenas (each reserves 64 MiB of address space)
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(8 << 20), "MALLOC_ARENA_MAX": "2"}
+
 #: a worker that exits sooner than this after starting is restarted with a growing delay
 QUICK_DEATH_S = 30.0
 
@@ -283,7 +288,16 @@ class WorkerPool:
     def _spawn(self) -> None:
         worker_id = f"w-{uuid.uuid4().hex[:12]}"
         process = self.context.Process(target=worker_main, args=(self.config, worker_id), name=f"safeview-{worker_id}", daemon=True)
-        process.start()
+        saved = {name: os.environ.get(name) for name in WORKER_MALLOC}
+        os.environ.update({name: os.environ.get(name) or value for name, value in WORKER_MALLOC.items()})
+        try:
+            process.start()  # a spawned interpreter: glibc reads these when it starts
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         self.processes[worker_id] = process
         self.started[worker_id] = time.monotonic()
 
