@@ -7,18 +7,30 @@ every method scored by the same code against the exact ground-truth masks.
 Tables: ``3`` — attribution varied (FullGrad, Grad-CAM, Grad-CAM++, XGrad-CAM, Ablation-CAM) with
 BASS fixed (the paper's Table 3); ``4`` — segmentation varied (BASS, SLIC, Felzenszwalb,
 watershed, and SAM when ``--sam`` gives a local checkpoint) with FullGrad fixed (Table 4);
-``methods`` — CSE (FullGrad + BASS) against CSRA, SEDC, LIME and box censoring (boxes of CSE's
-regions, and boxes of the true stand-ins as a perfect NudeNet-style detector would draw them).
+``methods`` — CSE (FullGrad + BASS) against CSRA (numROI = 10, the paper's comparison, and 8 as an
+extra row), SEDC, LIME and box censoring (boxes of CSE's regions, and boxes of the true stand-ins
+as a perfect NudeNet-style detector would draw them). Every table has CSE twice: in ``paper`` mode
+(the paper's criterion) and with SafeView's leak-free default (``hide``: margin, evidence
+completion, robust verification; found = verified).
 
 Images are unsafe samples of ``safeview.synth`` at a held-out seed (the demo models trained on
 seed 0); each category's demo model scans its own category's images, and only the images it
-flags are searched. Per row: flagged %, counterfactual found % (of flagged), average depth,
-average % obfuscated, IoU / precision / recall against the ground truth, % of safe pixels left
-bit-identical, queries (images classified), seconds per image (attribution + segmentation +
-search), and 1-minimal % (no single chosen region can be dropped with the output still flipped).
-Quality figures average over the found counterfactuals, costs over the flagged images. Written to
-``--out``: one Markdown file with every table, ``results.json`` (summaries and per-image rows)
-and one PNG per table.
+flags are searched. Every method of a table is scored on the same flagged images (checked).
+``--slow-n N`` runs SEDC and LIME on the first N images per category only: the methods table then
+leaves them out, and a second table, "same images", scores every method (CSE and CSRA included)
+on those first N images.
+
+Per row: flagged images, flagged %, counterfactual found % (of flagged), greedy depth (regions the
+search had masked when it stopped; the paper's "Avg Depth"), pruned depth (the method's chosen
+regions pruned one at a time, last first, while another class stays > 0.5: a measurement whose
+queries are not charged), final depth (regions in the output: after the method's own pruning or
+completion), average % obfuscated, IoU / precision / recall against the ground truth, the leakage
+figures of ``safeview.leakage`` (recall median and 10th percentile, leak rate = outputs reported
+safe with recall < 0.8, median area ratio), % of safe pixels left bit-identical, 1-minimal %
+(no single chosen region can be dropped with the output still flipped), queries (images
+classified) and seconds per image (attribution + segmentation + search). Quality figures average
+over the found counterfactuals, costs over the flagged images. Written to ``--out``: one Markdown
+file with every table, ``results.json`` (summaries and per-image rows) and one PNG per table.
 """
 
 from __future__ import annotations
@@ -64,11 +76,20 @@ CSE_KEY = "cse fullgrad / bass"
 UNGUIDED_KEY = "cse fullgrad / bass, no guidance"
 #: SafeView's leak-free default (margin, evidence completion, robust verification), in every table
 HIDE_KEY = "cse fullgrad / bass, leak-free default"
+#: CSRA's numROI (top regions whose 2**numROI subsets are classified): the paper's 10, then 8
+CSRA_ROIS = (10, 8)
+#: the methods table restricted to the images SEDC and LIME ran on (``--slow-n``)
+SAME_KEY = "methods, same images"
 TITLES = {
     "3": "Table 3: attribution method varied, BASS fixed",
     "4": "Table 4: segmentation method varied, FullGrad fixed",
     "methods": "Methods compared (CSE = FullGrad + BASS)",
+    SAME_KEY: "Methods compared on the same images (the first --slow-n per category, the only ones SEDC and LIME ran on)",
 }
+
+
+def csra_key(num_roi: int) -> str:
+    return f"csra, numROI {num_roi}"
 
 
 @dataclass
@@ -124,12 +145,17 @@ def cse_method(attribution: str, segmentation: str, params: dict | None = None, 
     return run
 
 
-def csra_method(ctx: Context) -> Run:
-    t = time.perf_counter()
-    image = ctx.sample.image
-    labels = segment(image, "slic", n_segments=30, compactness=50)
-    cf = csra(ctx.classifier, image, classifier=ctx.classifier, segments=labels, **ctx.shared)
-    return _segments_run(cf, labels, time.perf_counter() - t)
+def csra_method(num_roi: int) -> Callable[[Context], Run]:
+    """CSRA with ``num_roi`` top regions (2**num_roi subsets classified, 32 per forward)."""
+
+    def run(ctx: Context) -> Run:
+        t = time.perf_counter()
+        image = ctx.sample.image
+        labels = segment(image, "slic", n_segments=30, compactness=50)
+        cf = csra(ctx.classifier, image, classifier=ctx.classifier, segments=labels, top_k=num_roi, **ctx.shared)
+        return _segments_run(cf, labels, time.perf_counter() - t)
+
+    return run
 
 
 def quickshift_method(search: Callable[..., Counterfactual], **options) -> Callable[[Context], Run]:
@@ -176,7 +202,7 @@ def configurations(tables: list[str], sam: str | None, lime_samples: int, sedc_q
             methods["cse fullgrad / sam"] = cse_method("fullgrad", "sam", {"checkpoint": sam})
     if "methods" in tables:
         baselines = {
-            "csra": csra_method,
+            **{csra_key(k): csra_method(k) for k in CSRA_ROIS},
             "sedc": quickshift_method(sedc, max_queries=sedc_queries),
             "lime": quickshift_method(lime_counterfactual, num_samples=lime_samples),
             "boxes of cse regions": boxes_method("cse"),
@@ -202,25 +228,38 @@ def score(ctx: Context, run: Run) -> dict:
         "obfuscated": float(cf.mask.mean()),
         "truth": float(truth.mean()),
         **leakage(cf.mask, truth, ctx.sample.image, cf.output if shown else None),
-        "minimal": is_one_minimal(ctx, run) if shown else None,
+        "minimal": None,
+        "pruned_depth": None,
     }
+    if shown:
+        row["minimal"], kept = prune(ctx, run)
+        row["pruned_depth"] = len(kept)
     return row
 
 
-def is_one_minimal(ctx: Context, run: Run) -> bool:
-    """True when dropping any one chosen region un-flips the output (one region: dropping it leaves
-    the original, which was flagged)."""
+def prune(ctx: Context, run: Run) -> tuple[bool, list[int]]:
+    """The method's chosen regions pruned as CSE's ``minimal`` mode prunes: drop one region at a
+    time, the last chosen first, while the output (those regions obfuscated) still flips; repeat
+    until none can go. Returns whether the chosen set was already 1-minimal (no single region could
+    be dropped; one region always is, since dropping it leaves the flagged original) and the
+    indices kept. A measurement: its queries are not charged to the method."""
     masks = run.region_masks
-    if len(masks) < 2:
-        return True
-    without = []
-    for i in range(len(masks)):
-        rest = np.zeros(ctx.sample.mask.shape, bool)
-        for j, m in enumerate(masks):
-            if j != i:
-                rest |= m
-        without.append(ctx.obfuscator(ctx.sample.image, rest))
-    return not bool(ctx.flip(ctx.classifier(np.stack(without))).any())
+    kept = list(range(len(masks)))
+    minimal = True
+    while len(kept) > 1:
+        candidates = [[j for j in kept if j != drop] for drop in reversed(kept)]
+        outputs = []
+        for c in candidates:
+            rest = np.zeros(ctx.sample.mask.shape, bool)
+            for j in c:
+                rest |= masks[j]
+            outputs.append(ctx.obfuscator(ctx.sample.image, rest))
+        flips = np.asarray(ctx.flip(ctx.classifier(np.stack(outputs))), bool)
+        if not flips.any():
+            break
+        minimal = False
+        kept = candidates[int(np.argmax(flips))]
+    return minimal, kept
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -232,8 +271,10 @@ def summarise(rows: list[dict]) -> dict:
         "images": len(rows),
         "flagged_pct": 100.0 * len(flagged) / max(1, len(rows)),
         "found_pct": 100.0 * len(found) / len(flagged) if flagged else None,
+        "flagged": len(flagged),
         "depth": _mean([r["depth"] for r in found]),
         "greedy_depth": _mean([r["greedy_depth"] for r in found]),
+        "pruned_depth": _mean([r["pruned_depth"] for r in found if r.get("pruned_depth") is not None]),
         "obfuscated_pct": pct("obfuscated", found),
         "truth_pct": pct("truth", found),
         "iou": _mean([r["iou"] for r in found]),
@@ -249,10 +290,12 @@ def summarise(rows: list[dict]) -> dict:
 
 COLUMNS = (
     ("images", "images", "d"),
+    ("flagged", "flagged", "d"),
     ("flagged %", "flagged_pct", ".1f"),
     ("found %", "found_pct", ".1f"),
-    ("depth", "depth", ".2f"),
     ("greedy depth", "greedy_depth", ".2f"),
+    ("pruned depth", "pruned_depth", ".2f"),
+    ("final depth", "depth", ".2f"),
     ("obfuscated % (truth %)", None, None),
     ("IoU", "iou", ".3f"),
     ("precision", "precision", ".3f"),
@@ -282,9 +325,32 @@ def _cell(s: dict, key: str | None, spec: str | None) -> str:
     return fmt(s[key], spec)
 
 
-def markdown(table: str, names: list[str], summaries: dict, categories: list[str]) -> str:
+def same_images(names: list[str], per_image: dict, categories: list[str], limit: int | None = None) -> dict[str, int]:
+    """Check that every method in ``names`` was scored on the same images, flagged alike, in each
+    category (the first ``limit`` rows); return the flagged count per category."""
+    counts = {}
+    for category in categories:
+        keys = {name: [(r["seed"], r["flagged"]) for r in per_image[name][category][:limit]] for name in names}
+        first = keys[names[0]]
+        differ = [name for name in names if keys[name] != first]
+        if differ:
+            raise RuntimeError(f"{category}: {differ} were not scored on the same images as {names[0]!r}")
+        counts[category] = sum(flagged for _, flagged in first)
+    return counts
+
+
+def summarise_all(per_image: dict, names: list[str], categories: list[str], limit: int | None = None) -> dict:
+    """Each method's summary per category and pooled ("all"), over the first ``limit`` images."""
+    return {
+        name: {**{c: summarise(per_image[name][c][:limit]) for c in categories},
+               "all": summarise([r for c in categories for r in per_image[name][c][:limit]])}
+        for name in names
+    }
+
+
+def markdown(table: str, names: list[str], summaries: dict, categories: list[str], note: str = "") -> str:
     head = "| category | method | " + " | ".join(c[0] for c in COLUMNS) + " |\n"
-    lines = [f"## {TITLES[table]}\n", head + "|---|---|" + "---:|" * len(COLUMNS)]
+    lines = [f"## {TITLES[table]}\n", *([note + "\n"] if note else []), head + "|---|---|" + "---:|" * len(COLUMNS)]
     for category in _groups(categories):
         for name in names:
             s = summaries[name][category]
@@ -364,6 +430,7 @@ def main() -> None:
 
     per_image: dict[str, dict[str, list[dict]]] = {name: {} for name in methods}
     warmed: set[str] = set()
+    loads = [os.getloadavg()[0]]  # the 1-minute load average, sampled after every method and category
     t_start = time.perf_counter()
     for ci, category in enumerate(categories):
         classifier = load_classifier(args.model.format(category=category))
@@ -392,27 +459,44 @@ def main() -> None:
                 rows.append({"flagged": True, **score(ctx, run)})
             per_image[name][category] = rows
             s = summarise(rows)
+            loads.append(os.getloadavg()[0])
             print(f"{category:14s} {name:26s} found {fmt(s['found_pct'])}%  IoU {fmt(s['iou'], '.3f')}  "
-                  f"{fmt(s['seconds'], '.3f')} s/image  ({time.perf_counter() - t_start:.0f} s)", flush=True)
+                  f"{fmt(s['seconds'], '.3f')} s/image  ({time.perf_counter() - t_start:.0f} s, load {loads[-1]:.2f})", flush=True)
 
-    summaries = {
-        name: {**{c: summarise(rows[c]) for c in categories}, "all": summarise([r for c in categories for r in rows[c]])}
-        for name, rows in per_image.items()
-    }
+    summaries = summarise_all(per_image, list(per_image), categories)
+    table_summaries = {table: summaries for table in table_rows}
+    limits: dict[str, int] = {table: args.n for table in table_rows}
+    if "methods" in table_rows and args.slow_n is not None and args.slow_n < args.n:
+        # SEDC and LIME ran on the first --slow-n images only: the full table leaves them out, and
+        # every method is also scored on exactly those images
+        table_rows[SAME_KEY] = list(table_rows["methods"])
+        table_rows["methods"] = [m for m in table_rows["methods"] if m not in SLOW_METHODS]
+        table_summaries[SAME_KEY] = summarise_all(per_image, table_rows[SAME_KEY], categories, args.slow_n)
+        limits[SAME_KEY] = args.slow_n
+    notes = {}
+    for table, names in table_rows.items():
+        flagged = same_images(names, per_image, categories, limits[table])
+        notes[table] = (f"Every row scored on the same {limits[table]} images per category, of which flagged (and searched): "
+                        + ", ".join(f"{c} {k}" for c, k in flagged.items()) + ".")
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {
         "n_per_category": args.n, "seed": args.seed, "size": args.size, "style": args.style, "model": args.model,
         "categories": categories, "tables": tables, "sam": args.sam, "lime_samples": args.lime_samples,
-        "sedc_queries": args.sedc_queries, "slow_n": args.slow_n, "threads": args.threads, "torch": torch.__version__,
+        "sedc_queries": args.sedc_queries, "slow_n": args.slow_n, "csra_num_roi": list(CSRA_ROIS), "threads": args.threads,
+        "torch": torch.__version__,
+        "load_1min_min_median_max": [min(loads), float(np.median(loads)), max(loads)], "load_average_at_end": list(os.getloadavg()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "wall_seconds": time.perf_counter() - t_start,
     }
-    report = [f"# CSE reproduction and baselines\n\nCommand: `python bench/reproduce.py {' '.join(sys.argv[1:])}`\n"]
+    report = [f"# CSE reproduction and baselines\n\nCommand: `python bench/reproduce.py {' '.join(sys.argv[1:])}`\n\n"
+              f"{meta['machine']}, {args.threads} thread(s), {meta['wall_seconds'] / 60:.1f} min wall; 1-minute load average "
+              f"{min(loads):.2f}-{max(loads):.2f} (median {np.median(loads):.2f}) during the run.\n"]
     for table, names in table_rows.items():
-        report.append(markdown(table, names, summaries, categories))
-        plot(table, names, summaries, categories, args.out / f"table_{table}.png")
+        report.append(markdown(table, names, table_summaries[table], categories, notes[table]))
+        plot(table, names, table_summaries[table], categories, args.out / f"table_{table.replace(', ', '_').replace(' ', '_')}.png")
     (args.out / "tables.md").write_text("\n".join(report))
     (args.out / "results.json").write_text(
-        json.dumps({"meta": meta, "tables": table_rows, "summaries": summaries, "images": per_image}, indent=1) + "\n"
+        json.dumps({"meta": meta, "tables": table_rows, "summaries": summaries,
+                    "summaries_same_images": table_summaries.get(SAME_KEY), "images": per_image}, indent=1) + "\n"
     )
     print("\n".join(report))
 
