@@ -222,3 +222,22 @@ def test_help_lists_choices_that_match_the_library():
     for choice, library in pairs:
         assert set(typing.get_args(choice)) == set(library)
     assert "hide|paper|minimal" in runner.invoke(app, ["scan", "--help"]).stdout
+
+
+def test_scan_protect_file(two_images, tmp_path):
+    protect = tmp_path / "protect.json"
+    protect.write_text(json.dumps({"img0.png": [{"box": [0, 0, 40, 40], "label": "tattoo"}], "nothere.png": [{"box": [0, 0, 1, 1]}]}))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["scan", str(two_images / "img0.png"), "--out", str(out), *FAST, "--protect", str(protect)])
+    assert result.exit_code == 1, result.output
+    assert "no input matches nothere.png" in result.stderr
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert record["verdict"] == "unsafe"
+    (kept,) = record["protected"]
+    assert kept["label"] == "tattoo" and kept["box"] == [0, 0, 40, 40] and 0.0 <= kept["kept"] <= 1.0
+    page = (out / "report.html").read_text()
+    assert "protected region" in page and "tattoo" in page and "view.evidence" in record["outputs"]
+
+    protect.write_text('{"img0.png": [{"box": [9, 9, 1, 1]}]}')
+    bad = runner.invoke(app, ["scan", str(two_images / "img0.png"), "--out", str(tmp_path / "o2"), *FAST, "--protect", str(protect)])
+    assert bad.exit_code == 2 and "img0.png[0]" in bad.stderr and "x1 > x0" in bad.stderr

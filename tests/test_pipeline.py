@@ -184,3 +184,77 @@ def test_second_opinion_hides_offensive_text_the_classifier_did_not_need(red_cla
     off = Safeguard([red_classifier], segmentation="bass", attributes=()).scan(image)
     assert off.verification.second_opinion is None and off.attributes is None
     assert off.mask.to_mask()[word].mean() < 0.5  # the classifier alone leaves the word readable
+
+
+# -- protected regions (safeview.protect): evidence kept visible -----------------------------------
+def _box(shape, x0, y0, x1, y1):
+    mask = np.zeros(shape, bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def test_protected_region_beside_the_content_stays_bit_identical(red_classifier, red_scene):
+    image, truth = red_scene
+    guard = Safeguard([red_classifier])
+    free = guard.scan(image).mask.to_mask()
+    box = _box(truth.shape, 30, 4, 56, 44)
+    assert (free & box).any()  # unprotected, the obfuscation reaches into the box
+    result = guard.scan(image, protect=[{"box": [30, 4, 56, 44], "label": "face"}])
+    mask = result.mask.to_mask()
+    assert result.obfuscated_safe and mask[truth].mean() > 0.99 and not (mask & box).any()
+    (kept,) = result.protected
+    assert kept.label == "face" and kept.source == "user" and kept.kept == 1.0 and kept.pixels == box.sum()
+    assert np.array_equal(result.artifacts.obfuscated[box], image[box])
+    assert "face (marked by the user) was left visible" in result.rationale.text
+
+
+def test_content_inside_a_protected_region_is_hidden_and_said_so(red_classifier, red_scene):
+    image, truth = red_scene
+    box = _box(truth.shape, 50, 4, 70, 44)  # holds part of the square and part of the photo
+    result = Safeguard([red_classifier]).scan(image, protect=[box])
+    mask = result.mask.to_mask()
+    assert result.obfuscated_safe and mask[truth].mean() > 0.99
+    (kept,) = result.protected
+    assert 0.0 < kept.kept < 1.0
+    # only the content's part of the protected region was obfuscated
+    assert np.array_equal(result.artifacts.obfuscated[box & ~truth], image[box & ~truth])
+    assert "had to obfuscate" in result.rationale.text and "could not be hidden otherwise" in result.rationale.text
+
+
+def test_protecting_everything_still_hides_the_content(red_classifier, red_scene):
+    image, truth = red_scene
+    result = Safeguard([red_classifier]).scan(image, protect=[np.ones(truth.shape, bool)])
+    mask = result.mask.to_mask()
+    assert result.obfuscated_safe and mask[truth].mean() > 0.99 and result.obfuscated_fraction < 0.35
+    assert result.protected[0].kept < 1.0
+
+
+def test_protection_holds_at_full_resolution_through_the_working_copy(red_classifier):
+    from skimage import data, transform
+
+    image = (transform.resize(data.astronaut(), (300, 300), anti_aliasing=True) * 255).astype(np.uint8)
+    truth = _box((300, 300), 180, 30, 255, 105)
+    image[truth] = (255, 0, 0)
+    box = _box((300, 300), 140, 20, 180, 120)  # touches the square's left edge
+    result = Safeguard([red_classifier], working_side=64).scan(image, protect=[box])
+    assert result.obfuscated_safe and result.mask.to_mask()[truth].mean() > 0.99
+    assert result.protected[0].kept == 1.0
+
+
+def test_protect_faces_keeps_a_detected_face(red_classifier):
+    from skimage import data, transform
+
+    image = (transform.resize(data.astronaut(), (256, 256), anti_aliasing=True) * 255).astype(np.uint8)
+    truth = _box((256, 256), 160, 20, 200, 60)  # beside her face (x 85..145, y 25..90 at this size)
+    image[truth] = (255, 0, 0)
+    result = Safeguard([red_classifier], protect_faces=True).scan(image)
+    faces = [p for p in result.protected if p.source == "faces"]
+    assert faces and all(p.label == "face" and p.detector for p in faces)
+    assert result.obfuscated_safe and result.mask.to_mask()[truth].mean() > 0.99
+    assert all(p.kept == 1.0 for p in faces)
+    assert Safeguard([red_classifier]).scan(image).protected == []  # only when asked
+
+
+def test_protect_needs_one_entry_per_source(red_classifier, red_scene):
+    with pytest.raises(ValueError, match="one per source"):
+        Safeguard([red_classifier]).scan_many([red_scene[0]], protect=[None, None])

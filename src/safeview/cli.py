@@ -112,6 +112,7 @@ SCAN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "max_regions": (int, typer.Option(10, help="Search budget: most regions the search may obfuscate before completion.")),
     "fallback": (Fallback, typer.Option("full", help="When no output can be verified safe: obfuscate the 'full' image, the 'prefix' the search chose, or 'none'; either way the output is labelled not verified.")),
     "attributes": (str, typer.Option("ocr,offensive", help="Attribute detectors run on flagged images, comma-separated (ocr, offensive; 'none' for none): they ground the rationale in what they saw and give verification a second opinion (readable offensive text fails an output). Needs the 'attributes' extra; a detector not installed is reported as not checked.")),
+    "protect_faces": (bool, typer.Option(False, "--protect-faces", help="Protect the faces the built-in detector (scikit-image's LBP cascade) finds on flagged images: they stay bit-identical unless the content cannot be hidden otherwise, and the result lists them.")),
     "max_pixels": (int, typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard).")),
     "working_side": (int, typer.Option(1024, help="Longest side CSE searches on: larger images are searched on a scaled copy and the mask mapped back to full resolution, where the output is obfuscated and verified (0: always full resolution).")),
     "rationale": (Backend, typer.Option("evidence", help="Rationale backend: evidence (no weights), instructblip (--vlm), openai (--vlm-url, --vlm-model).")),
@@ -178,6 +179,7 @@ def scan(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for results.jsonl, per-image JSON, obfuscated images and report.html."),
     batch_size: int = typer.Option(8, min=1, help="Images classified together in one forward per model."),
     report_originals: Optional[ReportOriginals] = typer.Option(None, help="What report.html holds of the originals: none (default: blurred thumbnails, and a link to the input file) or full (unblurred full-resolution copies in out/assets/)."),
+    protect: Optional[Path] = typer.Option(None, "--protect", help='JSON file of regions to keep visible, per image: {"photo.jpg": [{"box": [x0, y0, x1, y1], "label": "tattoo"}, {"polygon": [[x, y], ...]}, {"mask": "photo-mask.png"}]} (keys: paths as given, relative to the file, or file names).'),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON result (or error record) per line on stdout."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier run in --out: remove the files it wrote (only those), then scan."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out: skip the images it already recorded."),
@@ -196,11 +198,21 @@ def scan(
         fail("--force replaces an earlier run and --resume continues it; give one of them")
     if report_originals is not None:
         config = _updated(config, report_originals=report_originals)
+    regions = None
+    if protect is not None:
+        from .protect import ProtectError, ProtectFile
+
+        try:
+            regions = ProtectFile(protect.expanduser())
+        except ProtectError as exc:
+            fail(str(exc))
     files, errors = expand_inputs(paths)
     if not files:
         for item, message in errors:
             console.print(f"[red]error:[/] {item}: {message}", highlight=False, soft_wrap=True)
         fail("no images to scan")
+    if regions is not None and (unused := regions.unused(files)):
+        console.print(f"[yellow]warning:[/] {protect}: no input matches {', '.join(unused)}", highlight=False, soft_wrap=True)
     try:
         run = ScanRun(out.expanduser(), force=force, resume=resume)
     except ValueError as exc:
@@ -238,7 +250,8 @@ def scan(
             with _image_progress(len(todo), disable=json_out) as advance:
                 for start in range(0, len(todo), batch_size):
                     group = todo[start : start + batch_size]
-                    for path, outcome in zip(group, guard.scan_iter([str(p) for p in group])):
+                    given = [regions.specs_for(p) for p in group] if regions is not None else None
+                    for path, outcome in zip(group, guard.scan_iter([str(p) for p in group], protect=given)):
                         emit(run.record(path, outcome, originals=config.report_originals), str(path))
                         advance(path)
         except KeyboardInterrupt:

@@ -46,7 +46,9 @@ class ScanConfig(BaseModel):
     the decompression-bomb guard; ``working_side`` the longest side CSE
     searches on (larger images are searched on a scaled copy and the mask mapped back to full
     resolution, where the output is obfuscated and verified; None: always full resolution); ``report_originals`` whether the HTML
-    report may hold full-resolution originals (``none`` by default: blurred thumbnails only).
+    report may hold full-resolution originals (``none`` by default: blurred thumbnails only);
+    ``protect_faces`` whether faces the built-in detector finds on flagged images are protected
+    regions (:mod:`safeview.protect`: kept visible unless the content cannot be hidden otherwise).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -70,6 +72,7 @@ class ScanConfig(BaseModel):
     max_pixels: int = Field(40_000_000, gt=0)
     working_side: int | None = Field(WORKING_SIDE, ge=64)
     report_originals: Literal["none", "full"] = "none"
+    protect_faces: bool = False
 
     @field_validator("models")
     @classmethod

@@ -288,6 +288,7 @@ def complete_evidence(
     surround_floor: float = 0.5,
     close_radius: int = 0,
     dilate_radius: int = 0,
+    blocked: Sequence[int] = (),
 ) -> tuple[list[int], np.ndarray]:
     """Evidence completion after the search: grow the mask of the ``chosen`` regions to the rest
     of the content, so that what a person sees is hidden and not only what flipped the model.
@@ -307,7 +308,8 @@ def complete_evidence(
        then covered by more than half absorbed whole;
     4. ``dilate_radius`` pixels of dilation, where the obfuscation would bleed across the edge.
 
-    Returns the regions added (in the order added) and the final mask."""
+    ``blocked`` regions (protected ones, :mod:`safeview.protect`) are never joined, and none of
+    steps 3–4 reaches into them. Returns the regions added (in the order added) and the final mask."""
     from scipy import ndimage
 
     from .segment import region_contacts
@@ -318,8 +320,9 @@ def complete_evidence(
         return [], mask
     scores = region_scores(attribution, segments)
     level = ratio * float(np.asarray(attribution)[mask].mean())
+    blocked = set(int(r) for r in blocked) - set(chosen)
     taken = set(chosen)
-    added = [int(r) for r in rank_regions(scores) if int(r) not in taken and scores[r] >= level and scores[r] > 0]
+    added = [int(r) for r in rank_regions(scores) if int(r) not in taken | blocked and scores[r] >= level and scores[r] > 0]
     taken.update(added)
     colours, contacts = region_colours(image, segments), region_contacts(segments)
     sizes = np.bincount(segments.ravel(), minlength=len(contacts))
@@ -333,7 +336,7 @@ def complete_evidence(
         while frontier:  # neighbours that are the rest of the same part, or that surround a region
             r = frontier.pop()
             boundary = max(1, sum(contacts[r].values()))
-            for n in sorted(set(contacts[r]) - taken):
+            for n in sorted(set(contacts[r]) - taken - blocked):
                 if scores[n] < colour_floor * level:
                     continue
                 same = sizes[n] <= segments.size / 2 and np.linalg.norm(colours[n] - colours[r]) <= colour_delta
@@ -347,7 +350,7 @@ def complete_evidence(
         border: dict[int, int] = {}
         for r in taken:
             for n, c in contacts[r].items():
-                if n not in taken:
+                if n not in taken and n not in blocked:
                     border[n] = border.get(n, 0) + c
         total, area = max(1, sum(border.values())), sizes[sorted(taken)].sum()
         for n in sorted(border, key=lambda n: -border[n]):
@@ -369,10 +372,12 @@ def complete_evidence(
     mask = ndimage.binary_fill_holes(mask)
     k = int(segments.max()) + 1
     covered = np.bincount(segments[mask].ravel(), minlength=k) / np.maximum(np.bincount(segments.ravel(), minlength=k), 1)
-    absorbed = [int(r) for r in np.flatnonzero(covered > 0.5) if int(r) not in taken]
+    absorbed = [int(r) for r in np.flatnonzero(covered > 0.5) if int(r) not in taken and int(r) not in blocked]
     mask = mask | regions_mask(segments, absorbed)
     if dilate_radius > 0:
         mask = ndimage.binary_dilation(mask, structure=_disk(dilate_radius))
+    if blocked:
+        mask &= ~regions_mask(segments, sorted(blocked))
     return added + absorbed, mask
 
 
@@ -520,14 +525,22 @@ def cse(
     config: CSEConfig | None = None,
     verifiers: Sequence["Classifier"] = (),
     original_probabilities: np.ndarray | None = None,
+    protected: np.ndarray | None = None,
 ) -> CSEResult:
     """CSE for ``classifier``'s unsafe decision on ``image`` (H×W×3 uint8): the attribution map of
     ``target`` (default: its most probable unsafe label), segmentation guided by it with CSE's
     settings, Def. 1 ranking, the informed greedy search, and — in ``hide`` mode — evidence
     completion and robust verification on ``classifier`` and ``verifiers`` (other models that must
     also call the output safe), the search extended one region at a time while verification
-    fails. ``original_probabilities``: the caller's prediction of ``image`` (saves a forward)."""
+    fails. ``original_probabilities``: the caller's prediction of ``image`` (saves a forward).
+
+    ``protected`` (H×W bool, :mod:`safeview.protect`): pixels to keep visible. The segmentation is
+    cut at their boundary, the search and its completion run on the unprotected regions, and a
+    protected region is obfuscated only when they cannot hide the content: the search then runs
+    again over every region in Def. 1 order, and verification extends into protected regions (best
+    first) only once the unprotected ones are used up."""
     from .attribute import attribution_map
+    from .protect import cut_segments, protected_regions
     from .segment import segment
     from .verify import perturbed_copies, verify
 
@@ -548,10 +561,15 @@ def cse(
     t = time.perf_counter()
     params = cse_segmentation_params(config.segmentation, image.shape[:2], config.segmentation_params)
     segments = segment(image, method=config.segmentation, attribution=attribution, **params)
+    guarded: set[int] = set()
+    if protected is not None and protected.any():
+        segments = cut_segments(segments, protected)
+        guarded = protected_regions(segments, protected)
     timings["segment"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    order = rank_regions(region_scores(attribution, segments))
+    order = [int(r) for r in rank_regions(region_scores(attribution, segments))]
+    free = [r for r in order if r not in guarded]
     obfuscator = config.obfuscator()
     level = config.stop_level
 
@@ -559,13 +577,19 @@ def cse(
         unsafe = np.asarray(rows)[:, unsafe_idx].sum(axis=1)
         return unsafe <= level if config.mode == "hide" else 1.0 - unsafe > config.threshold
 
-    search = greedy_search(
-        classifier, image, segments, order,
-        source_class=target, threshold=config.threshold, max_regions=config.max_regions, obfuscator=obfuscator,
-        batch_size=config.batch_size or search_batch_size(getattr(classifier, "device", "cpu")),
-        prune=config.mode == "minimal", flip_rule=below, original_probabilities=probs,
-    )
+    def search_over(candidates: list[int]) -> Counterfactual:
+        return greedy_search(
+            classifier, image, segments, candidates,
+            source_class=target, threshold=config.threshold, max_regions=config.max_regions, obfuscator=obfuscator,
+            batch_size=config.batch_size or search_batch_size(getattr(classifier, "device", "cpu")),
+            prune=config.mode == "minimal", flip_rule=below, original_probabilities=probs,
+        )
+
+    search = search_over(free)
     queries = search.queries
+    if not search.found and guarded:  # the unprotected rest cannot hide it: protected regions may join
+        search = search_over(order)
+        queries += search.queries
     regions, completed, mask, output = list(search.regions), [], search.mask, search.output
     verification = None
     models = [classifier, *verifiers]
@@ -581,12 +605,12 @@ def cse(
     if search.found and config.mode == "hide":
         side = min(image.shape[:2])
         close_r, dilate_r = round(config.close * side), max(1, round(config.dilate * side)) if config.dilate else 0
-        ranked = [int(r) for r in order]
-        recheck = config.recheck
+        recheck, protected_added = config.recheck, 0
         while True:
             completed, mask = complete_evidence(
                 image, segments, attribution, regions, ratio=config.completion_ratio, colour_delta=config.colour_delta,
                 colour_floor=config.colour_floor, surround_floor=config.surround_floor, close_radius=close_r, dilate_radius=dilate_r,
+                blocked=sorted(guarded - set(regions)),
             )
             output = obfuscator(image, mask)
             if recheck > 0:  # evidence left next to what was hidden: attribution recomputed on the output
@@ -594,7 +618,8 @@ def cse(
                 t_attr = time.perf_counter()
                 left = attribution_map(classifier, output, target, method=config.attribution)
                 timings["attribute"] += time.perf_counter() - t_attr
-                extra = evidence_left(segments, left, mask, ratio=config.recheck_ratio, contrast=config.recheck_contrast)
+                extra = [r for r in evidence_left(segments, left, mask, ratio=config.recheck_ratio,
+                                                  contrast=config.recheck_contrast) if r not in guarded]
                 if extra:
                     regions.extend(r for r in extra if r not in regions)
                     continue
@@ -602,10 +627,16 @@ def cse(
             if verification.passed:
                 break
             covered = set(regions) | set(completed)
-            remaining = [r for r in ranked if r not in covered]
-            if not remaining or len(regions) >= config.max_regions:
+            remaining = [r for r in free if r not in covered]
+            if remaining and len(regions) < config.max_regions:
+                regions.append(remaining[0])
+                continue
+            # the unprotected budget is spent: a protected region joins, best first, within its own budget
+            remaining = [r for r in order if r in guarded and r not in covered]
+            if not remaining or protected_added >= config.max_regions:
                 break
             regions.append(remaining[0])
+            protected_added += 1
     elif search.found:
         verification = check(output)
     timings["search"] = time.perf_counter() - t

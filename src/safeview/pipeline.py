@@ -15,7 +15,7 @@ import os
 import time
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -26,10 +26,12 @@ from .config import ConfigError, ScanConfig
 from .counterfactual import cse
 from .images import LoadedImage, as_rgb_array, full_mask, load_image_info, working_copy
 from .obfuscate import Obfuscator
+from .protect import ProtectedRegion, kept_shares, resolve as resolve_protection, union as protection_union, working_protection
 from .rationale import rationale as make_rationale
 from .schema import (
     RLE,
     AttributeReportModel,
+    ProtectedRegionModel,
     SecondOpinionModel,
     TAXONOMY,
     CategoryResult,
@@ -43,6 +45,9 @@ from .verify import verify
 
 log = logging.getLogger(__name__)
 
+#: one image's protected regions, as :meth:`Safeguard.scan` takes them
+Protect = Sequence[ProtectedRegion | Mapping[str, Any] | np.ndarray] | None
+
 
 @dataclass
 class ScanArtifacts:
@@ -53,6 +58,7 @@ class ScanArtifacts:
     attributions: dict[str, np.ndarray] = field(default_factory=dict)
     segments: dict[str, np.ndarray] = field(default_factory=dict)
     masks: dict[str, np.ndarray] = field(default_factory=dict)
+    protected: list[ProtectedRegion] = field(default_factory=list)
 
 
 class Safeguard:
@@ -104,23 +110,30 @@ class Safeguard:
         )
 
     # -- the scan -----------------------------------------------------------------------------
-    def scan(self, source: str | os.PathLike | bytes | np.ndarray | LoadedImage) -> ScanResult:
-        """Scan one image (path, encoded bytes, decoded :class:`LoadedImage` or uint8 array)."""
-        return self.scan_many([source], return_exceptions=False)[0]  # type: ignore[return-value]
+    def scan(self, source: str | os.PathLike | bytes | np.ndarray | LoadedImage, *, protect: Protect = None) -> ScanResult:
+        """Scan one image (path, encoded bytes, decoded :class:`LoadedImage` or uint8 array);
+        ``protect``: its protected regions (:class:`~safeview.protect.ProtectedRegion` s, specs such
+        as ``{"box": [x0, y0, x1, y1], "label": "tattoo"}``, or boolean masks)."""
+        return self.scan_many([source], return_exceptions=False, protect=[protect])[0]  # type: ignore[return-value]
 
     def scan_many(
-        self, sources: Sequence[str | os.PathLike | bytes | np.ndarray | LoadedImage], *, return_exceptions: bool = True
+        self, sources: Sequence[str | os.PathLike | bytes | np.ndarray | LoadedImage], *, return_exceptions: bool = True,
+        protect: Sequence[Protect] | None = None,
     ) -> list[ScanResult | Exception]:
         """:meth:`scan_iter` as a list."""
-        return list(self.scan_iter(sources, return_exceptions=return_exceptions))
+        return list(self.scan_iter(sources, return_exceptions=return_exceptions, protect=protect))
 
     def scan_iter(
-        self, sources: Sequence[str | os.PathLike | bytes | np.ndarray | LoadedImage], *, return_exceptions: bool = True
+        self, sources: Sequence[str | os.PathLike | bytes | np.ndarray | LoadedImage], *, return_exceptions: bool = True,
+        protect: Sequence[Protect] | None = None,
     ) -> Iterator[ScanResult | Exception]:
         """Scan several images, classifying them together (one batched forward per model, the step
         every image pays), then yield each result, in order, as soon as its CSE is done (so
         progress can be shown per image). With ``return_exceptions`` a failing image yields its
-        exception in its place instead of stopping the others."""
+        exception in its place instead of stopping the others. ``protect``: per source, its
+        protected regions (as :meth:`scan` takes them)."""
+        if protect is not None and len(protect) != len(sources):
+            raise ValueError(f"protect has {len(protect)} entries for {len(sources)} sources; give one per source")
         loaded: list[LoadedImage | Exception] = []
         load_seconds: list[float] = []
         for source in sources:
@@ -136,12 +149,12 @@ class Safeguard:
         t = time.perf_counter()
         categories = iter(self._classify([item.array for item in ok]))
         classify_share = (time.perf_counter() - t) / max(1, len(ok))
-        for item, seconds in zip(loaded, load_seconds):
+        for item, seconds, regions in zip(loaded, load_seconds, protect or [None] * len(loaded)):
             if isinstance(item, Exception):
                 yield item
                 continue
             try:
-                yield self._explain(item, next(categories), {"load": seconds, "classify": classify_share})
+                yield self._explain(item, next(categories), {"load": seconds, "classify": classify_share}, regions)
             except Exception as exc:
                 if not return_exceptions:
                     raise
@@ -169,9 +182,22 @@ class Safeguard:
                 )
         return per_image
 
-    def _explain(self, loaded: LoadedImage, categories: list[CategoryResult], timings: dict[str, float]) -> ScanResult:
-        """CSE for every unsafe category of one classified image, the final verification, the
-        fallback when it failed, the rationale, and the result."""
+    def _protection(self, loaded: LoadedImage, given: Protect) -> list[ProtectedRegion]:
+        """The protected regions of a flagged image: the caller's, then the faces the built-in
+        detector finds when ``protect_faces`` is on."""
+        regions = resolve_protection(given, loaded.array.shape[:2], where=loaded.source)
+        if self.scan_config.protect_faces:
+            from .faces import detect_faces
+
+            regions += detect_faces(loaded.array)
+        return regions
+
+    def _explain(
+        self, loaded: LoadedImage, categories: list[CategoryResult], timings: dict[str, float], protect: Protect = None
+    ) -> ScanResult:
+        """CSE for every unsafe category of one classified image (keeping its protected regions
+        visible where the content allows), the final verification, the fallback when it failed,
+        the rationale, and the result."""
         t0 = time.perf_counter()
         image = loaded.array
         config = self.config
@@ -182,6 +208,11 @@ class Safeguard:
         current, union = work, np.zeros(work.shape[:2], bool)
         pairs = list(zip(self.classifiers, categories))
         flagged = sorted((pair for pair in pairs if pair[1].unsafe), key=lambda pair: -pair[1].unsafe_probability)
+        t = time.perf_counter()
+        artifacts.protected = self._protection(loaded, protect) if flagged else []
+        protected = protection_union(artifacts.protected, image.shape[:2]) if artifacts.protected else None
+        protected_work = working_protection(protected, work.shape[:2]) if protected is not None else None
+        timings["protect"] = time.perf_counter() - t
         flagged_models = [clf.name for clf, _ in flagged]
         for stage in ("attribute", "segment", "search"):
             timings[stage] = 0.0
@@ -193,7 +224,7 @@ class Safeguard:
             )
             if float(probs_now[clf.unsafe_indices].sum()) <= config.stop_level:
                 continue  # an earlier category's obfuscation already hid it for this model
-            result = cse(clf, current, config=config, original_probabilities=probs_now)
+            result = cse(clf, current, config=config, original_probabilities=probs_now, protected=protected_work)
             for stage in ("attribute", "segment", "search"):
                 timings[stage] += result.timings.get(stage, 0.0)
             steps = [float(np.asarray(row)[clf.unsafe_indices].sum()) for row in result.search.probabilities]
@@ -222,7 +253,10 @@ class Safeguard:
             current, union, last_check = result.output, union | result.mask, result.verification
 
         if work is not image:  # the mask, mapped to full resolution, obfuscates the original; verified there
-            union = full_mask(union, image.shape[:2])
+            full = full_mask(union, image.shape[:2])
+            if protected is not None:  # the mapping's rounding never reaches protected pixels CSE kept
+                full &= ~protected | full_mask(union & protected_work, image.shape[:2])
+            union = full
             current = Obfuscator(config.style, **config.style_params)(image, union) if union.any() else image
             last_check = None
         verdict = "unsafe" if any(c.unsafe for c in categories) else "safe"
@@ -241,7 +275,7 @@ class Safeguard:
             opinion = second_opinion(current, detectors) if detectors and check.passed and union.any() else None
             if opinion is not None and not opinion.passed:
                 # a detector still sees an unsafe attribute (readable offensive text): hide it too, check again
-                union = union | _attribute_area(opinion, image.shape[:2])
+                union = union | _attribute_area(opinion, image.shape[:2], protected)
                 current = Obfuscator(config.style, **config.style_params)(image, union)
                 check = verify(self.classifiers, current, threshold=config.threshold, margin=config.margin,
                                perturbations=config.perturbations, flagged=flagged_models)
@@ -255,7 +289,13 @@ class Safeguard:
                 # the verification recorded stays that of the search's output, the one that failed
                 current = Obfuscator(config.style, **config.style_params)(image, union) if fallback == "full" else current
             artifacts.obfuscated = current if union.any() else None
+            kept = kept_shares(image, current if union.any() else None, artifacts.protected)
             result_kwargs = {
+                "protected": [
+                    ProtectedRegionModel(label=r.label, source=r.source, detector=r.detector, box=r.box,
+                                         pixels=int(r.mask.sum()), kept=share)
+                    for r, share in zip(artifacts.protected, kept)
+                ],
                 "mask": RLE.from_mask(union) if union.any() else None,
                 "obfuscated_fraction": float(union.mean()),
                 "obfuscated_safe": passed,
@@ -305,8 +345,8 @@ class Safeguard:
 
 def _evidence(counterfactuals: list[CounterfactualResult], artifacts: ScanArtifacts, outcome: dict) -> dict:
     """What the rationale may state, from the typed results only: per category the search's
-    outcome and its mask, and for the image whether the output was verified and which fallback
-    was applied."""
+    outcome and its mask, and for the image whether the output was verified, which fallback was
+    applied, and what the protected regions kept."""
     evidence: dict = {
         c.category: {
             "model": c.model, "found": c.found, "verified": c.verified, "depth": len(c.regions) - len(c.completed),
@@ -321,13 +361,16 @@ def _evidence(counterfactuals: list[CounterfactualResult], artifacts: ScanArtifa
             "verified": outcome["obfuscated_safe"], "fallback": outcome["fallback"],
             "fraction": outcome["obfuscated_fraction"], "perturbations": list(verification.perturbations),
             "models": list(verification.models),
+            "protected": [{"label": r.label, "source": r.source, "kept": r.kept} for r in outcome["protected"]],
         }
     return evidence
 
 
-def _attribute_area(opinion: SecondOpinion, shape: tuple[int, int]) -> np.ndarray:
+def _attribute_area(opinion: SecondOpinion, shape: tuple[int, int], protected: np.ndarray | None) -> np.ndarray:
     """The pixels of every unsafe attribute the second opinion still found, with a margin of 2 %
-    of the shorter side (a detector's box is tight around what it read)."""
+    of the shorter side (a detector's box is tight around what it read). The margin stays out of
+    ``protected`` pixels; the attribute itself does not (it is the content, and cannot be hidden
+    otherwise)."""
     import cv2
 
     area = np.zeros(shape, bool)
@@ -335,7 +378,8 @@ def _attribute_area(opinion: SecondOpinion, shape: tuple[int, int]) -> np.ndarra
         for attribute in verdict.found:
             area |= attribute.area(shape)
     radius = max(1, round(0.02 * min(shape)))
-    return cv2.dilate(area.astype(np.uint8), np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)) > 0
+    grown = cv2.dilate(area.astype(np.uint8), np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)) > 0
+    return grown if protected is None else area | (grown & ~protected)
 
 
 def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage, max_pixels: int) -> LoadedImage:

@@ -53,12 +53,32 @@ def regions_overlay(background: np.ndarray, segments: np.ndarray, mask: np.ndarr
     return out
 
 
+def evidence_overlay(background: np.ndarray, result: ScanResult, protected: list[np.ndarray]) -> np.ndarray:
+    """Outlines only, over the blurred ``background``: the protected regions (``protected``, their
+    masks at full resolution) in green, and the boxes of the attributes the detectors found on the
+    original in orange. Nothing of the original is unblurred."""
+    out = background.copy()
+    shape = out.shape[:2]
+    for mask in protected:
+        small = _resize_labels(mask.astype(np.uint8), shape, nearest=True).astype(bool)
+        out[find_boundaries(small, mode="inner")] = (40, 220, 90)
+    sy, sx = shape[0] / result.input.height, shape[1] / result.input.width
+    for attribute in result.attributes.attributes if result.attributes else []:
+        if attribute.box:
+            x0, y0, x1, y1 = attribute.box
+            cv2.rectangle(out, (round(x0 * sx), round(y0 * sy)), (max(0, round(x1 * sx) - 1), max(0, round(y1 * sy) - 1)),
+                          (255, 150, 0), 1)
+    return out
+
+
 def render_views(result: ScanResult, *, originals: str = "none") -> dict[str, np.ndarray]:
     """What a reviewer sees of one scanned image, without revealing anything unasked: a blurred
     thumbnail (``blurred``), the obfuscated output (``obfuscated``, full size), and per
     counterfactual ``i`` the attribution heat map (``heatmap-i``) and the chosen regions
-    (``regions-i``) drawn over the blurred thumbnail. The unblurred original (``original``, full
-    size) only with ``originals="full"``. One renderer for the report, batch and the service."""
+    (``regions-i``) drawn over the blurred thumbnail, and, when there are protected regions or
+    detected attributes, their outlines over it (``evidence``). The unblurred original
+    (``original``, full size) only with ``originals="full"``. One renderer for the report, batch
+    and the service."""
     art = result.artifacts
     if art is None:
         return {}
@@ -75,6 +95,8 @@ def render_views(result: ScanResult, *, originals: str = "none") -> dict[str, np
         mask = _resize_labels(art.masks[cf.category].astype(np.uint8), shape, nearest=True).astype(bool)
         views[f"heatmap-{index}"] = heatmap_overlay(blurred, _resize_labels(art.attributions[cf.category], shape, False))
         views[f"regions-{index}"] = regions_overlay(blurred, seg, mask)
+    if art.protected or (result.attributes and result.attributes.attributes):
+        views["evidence"] = evidence_overlay(blurred, result, [r.mask for r in art.protected])
     return views
 
 
@@ -90,6 +112,7 @@ def report_assets(result: dict[str, Any], folder: Path) -> dict[str, Any]:
         "original": relative.get("original"),
         "original_link": Path(path).resolve().as_uri() if path and "original" not in relative else None,
         "obfuscated": relative.get("obfuscated"),
+        "evidence": relative.get("evidence"),
         "categories": {
             cf["category"]: {"heatmap": relative.get(f"heatmap-{i}"), "regions": relative.get(f"regions-{i}")}
             for i, cf in enumerate(result.get("counterfactuals", []))

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 if TYPE_CHECKING:
     from .attributes.base import Attribute, AttributeReport, DetectorRun, SecondOpinion, Verdict
 
-SCHEMA_VERSION = "2.1"
+SCHEMA_VERSION = "2.2"
 
 
 class Taxonomy(BaseModel):
@@ -222,6 +222,18 @@ class Rationale(BaseModel):
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
+class ProtectedRegionModel(BaseModel):
+    """A protected region (:mod:`safeview.protect`) and how much of it the output left as it was."""
+
+    label: str = Field(description="what it is: 'face', or the user's label ('protected' by default)")
+    source: Literal["user", "faces", "reviewer"] = Field(description="who marked it: the caller, the face detector "
+                                                         "(--protect-faces), or a reviewer")
+    detector: str | None = Field(None, description="the detector that found it (source 'faces')")
+    box: list[int] = Field(description="[x0, y0, x1, y1] around it, in pixels, ends exclusive")
+    pixels: int = Field(description="its number of pixels")
+    kept: float = Field(description="share of its pixels left bit-identical in the output (1.0: untouched)")
+
+
 class Versions(BaseModel):
     safeview: str
     torch: str | None = None
@@ -231,9 +243,9 @@ class Versions(BaseModel):
 class ScanResult(BaseModel):
     """Everything SafeView concluded about one image."""
 
-    model_config = ConfigDict(json_schema_extra={"$id": "https://safeview.dev/schema/scan-result-2.1.json"})
+    model_config = ConfigDict(json_schema_extra={"$id": "https://safeview.dev/schema/scan-result-2.2.json"})
 
-    schema_version: Literal["2.1"] = SCHEMA_VERSION
+    schema_version: Literal["2.2"] = SCHEMA_VERSION
     input: InputInfo
     verdict: Literal["safe", "unsafe"]
     categories: list[CategoryResult]
@@ -242,6 +254,11 @@ class ScanResult(BaseModel):
         "every detector's status; attributes of a detector that did not run are not checked, never absent"
     )
     counterfactuals: list[CounterfactualResult] = Field(default_factory=list)
+    protected: list[ProtectedRegionModel] = Field(
+        default_factory=list, description="regions kept visible (flagged images only): the caller's, detected faces, "
+        "a reviewer's; each with the share left bit-identical (below 1.0 only where the content could not be hidden "
+        "otherwise, or the 'full' fallback applied)"
+    )
     mask: RLE | None = Field(None, description="union of all obfuscated regions (None when safe)")
     obfuscated_fraction: float = 0.0
     obfuscated_safe: bool | None = Field(

@@ -82,6 +82,28 @@ def _output_sentence(out: dict[str, Any]) -> str:
     return "No output could be verified safe and nothing was obfuscated (fallback 'none'): the image is not safe to show."
 
 
+def _protected_sentence(items: Sequence[dict[str, Any]], fallback: str | None) -> str:
+    """What happened to the protected regions (:mod:`safeview.protect`), from their kept shares."""
+    def name(item: dict[str, Any]) -> str:
+        by = {"faces": "found by the face detector", "reviewer": "marked by a reviewer"}.get(item["source"], "marked by the user")
+        return f"the {item['label']} ({by})" if item["label"] != "protected" else f"a protected region ({by})"
+
+    kept = [name(i) for i in items if i["kept"] >= 1.0]
+    touched = [i for i in items if i["kept"] < 1.0]
+    parts = []
+    if kept:
+        parts.append(f"{_join(kept)} {'was' if len(kept) == 1 else 'were'} left visible, bit-identical to the original.")
+    if touched and fallback == "full":
+        parts.append(f"Because no output could be verified, {_join([name(i) for i in touched])} "
+                     f"{'is' if len(touched) == 1 else 'are'} obfuscated with the rest of the image.")
+    elif touched:
+        shares = [f"{name(i)} entirely" if i["kept"] <= 0 else f"{1 - i['kept']:.0%} of {name(i)}" for i in touched]
+        rest = "; the rest of it was left bit-identical" if any(i["kept"] > 0 for i in touched) else ""
+        parts.append(f"SafeView had to obfuscate {_join(shares)}, because the content could not be hidden otherwise{rest}.")
+    parts[0] = parts[0][0].upper() + parts[0][1:]
+    return " ".join(parts)
+
+
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 #: attribute name -> how a sentence names it
 _ATTRIBUTE_WORDS = {"text": "text in the image", "offensive_text": "offensive wording"}
@@ -223,7 +245,7 @@ def evidence_rationale(
 ) -> Rationale:
     """Build the rationale from ``control`` (category -> unsafe probability) and ``evidence``
     (category -> {"model", "found", "verified", "depth", "completed", "fraction", "after",
-    "mask"}, and ``"_output"`` -> {"verified", "fallback", "perturbations", "models"}), the typed
+    "mask"}, and ``"_output"`` -> {"verified", "fallback", "perturbations", "models", "protected"}), the typed
     scan results: no sentence claims more than they show.
 
     ``attributes``, the detectors' report on the original image, adds the sentences of
@@ -262,6 +284,8 @@ def evidence_rationale(
     if "_output" in evidence:
         lines.append(_output_sentence(evidence["_output"]))
         summary["output"] = evidence["_output"]
+        if evidence["_output"].get("protected"):
+            lines.append(_protected_sentence(evidence["_output"]["protected"], evidence["_output"].get("fallback")))
     basis = "classifier scores, a counterfactual and attribute detectors" if grounded is not None else "classifier scores and a counterfactual"
     lines.append(f"This rationale is evidence-based ({basis}), not a visual description of the image.")
     return Rationale(text=" ".join(lines), backend="evidence", evidence={"control": control, "categories": summary, **extra})
