@@ -258,3 +258,28 @@ def test_protect_faces_keeps_a_detected_face(red_classifier):
 def test_protect_needs_one_entry_per_source(red_classifier, red_scene):
     with pytest.raises(ValueError, match="one per source"):
         Safeguard([red_classifier]).scan_many([red_scene[0]], protect=[None, None])
+
+
+def test_the_part_of_the_content_inside_a_protected_box_is_still_hidden(photo):
+    # the classifier flips once the pink outside the box is hidden; the pink inside it is the same
+    # content (same colour, next to what was masked), so it must be hidden too, not kept as evidence
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from scenes import ColourFragmentDetector
+
+    from skimage import transform
+
+    image = (transform.resize(photo, (128, 128), anti_aliasing=True) * 255).astype(np.uint8)
+    truth = _box((128, 128), 60, 40, 100, 80)
+    image[truth] = (232, 150, 172)
+    clf = ColourFragmentDetector.build(fraction=0.05)
+    box = _box((128, 128), 85, 30, 125, 90)  # covers the square's right part and the photo beside it
+    result = Safeguard([clf], style="fill").scan(image, protect=[box])  # fill: a blurred flat square stays pink
+    assert result.obfuscated_safe
+    mask = result.mask.to_mask()
+    assert mask[truth].mean() > 0.99
+    kept = result.protected[0]
+    evidence = box & ~truth
+    assert 0.0 < kept.kept < 1.0 and (result.artifacts.obfuscated[evidence] == image[evidence]).all(axis=1).mean() > 0.99

@@ -288,7 +288,7 @@ def complete_evidence(
     surround_floor: float = 0.5,
     close_radius: int = 0,
     dilate_radius: int = 0,
-    blocked: Sequence[int] = (),
+    protected: Sequence[int] = (),
 ) -> tuple[list[int], np.ndarray]:
     """Evidence completion after the search: grow the mask of the ``chosen`` regions to the rest
     of the content, so that what a person sees is hidden and not only what flipped the model.
@@ -308,8 +308,10 @@ def complete_evidence(
        then covered by more than half absorbed whole;
     4. ``dilate_radius`` pixels of dilation, where the obfuscation would bleed across the edge.
 
-    ``blocked`` regions (protected ones, :mod:`safeview.protect`) are never joined, and none of
-    steps 3–4 reaches into them. Returns the regions added (in the order added) and the final mask."""
+    ``protected`` regions (:mod:`safeview.protect`; the segmentation is cut at their boundary) join
+    only as content — by step 1's attribution, or as the same colour as a masked neighbour (the
+    part of a stand-in that lies inside a protected box) — never as a surround, a rim or an
+    absorbed region, and steps 3–4 never reach into the ones left out. Returns the regions added (in the order added) and the final mask."""
     from scipy import ndimage
 
     from .segment import region_contacts
@@ -320,9 +322,9 @@ def complete_evidence(
         return [], mask
     scores = region_scores(attribution, segments)
     level = ratio * float(np.asarray(attribution)[mask].mean())
-    blocked = set(int(r) for r in blocked) - set(chosen)
+    guarded = set(int(r) for r in protected) - set(chosen)
     taken = set(chosen)
-    added = [int(r) for r in rank_regions(scores) if int(r) not in taken | blocked and scores[r] >= level and scores[r] > 0]
+    added = [int(r) for r in rank_regions(scores) if int(r) not in taken and scores[r] >= level and scores[r] > 0]
     taken.update(added)
     colours, contacts = region_colours(image, segments), region_contacts(segments)
     sizes = np.bincount(segments.ravel(), minlength=len(contacts))
@@ -336,11 +338,11 @@ def complete_evidence(
         while frontier:  # neighbours that are the rest of the same part, or that surround a region
             r = frontier.pop()
             boundary = max(1, sum(contacts[r].values()))
-            for n in sorted(set(contacts[r]) - taken - blocked):
+            for n in sorted(set(contacts[r]) - taken):
                 if scores[n] < colour_floor * level:
                     continue
                 same = sizes[n] <= segments.size / 2 and np.linalg.norm(colours[n] - colours[r]) <= colour_delta
-                around = (contacts[r][n] / boundary >= surround and sizes[n] <= segments.size / 4
+                around = (n not in guarded and contacts[r][n] / boundary >= surround and sizes[n] <= segments.size / 4
                           and scores[n] >= surround_floor * level)
                 if same or around:
                     join(n)
@@ -350,7 +352,7 @@ def complete_evidence(
         border: dict[int, int] = {}
         for r in taken:
             for n, c in contacts[r].items():
-                if n not in taken and n not in blocked:
+                if n not in taken and n not in guarded:
                     border[n] = border.get(n, 0) + c
         total, area = max(1, sum(border.values())), sizes[sorted(taken)].sum()
         for n in sorted(border, key=lambda n: -border[n]):
@@ -372,12 +374,13 @@ def complete_evidence(
     mask = ndimage.binary_fill_holes(mask)
     k = int(segments.max()) + 1
     covered = np.bincount(segments[mask].ravel(), minlength=k) / np.maximum(np.bincount(segments.ravel(), minlength=k), 1)
-    absorbed = [int(r) for r in np.flatnonzero(covered > 0.5) if int(r) not in taken and int(r) not in blocked]
+    absorbed = [int(r) for r in np.flatnonzero(covered > 0.5) if int(r) not in taken and int(r) not in guarded]
     mask = mask | regions_mask(segments, absorbed)
     if dilate_radius > 0:
         mask = ndimage.binary_dilation(mask, structure=_disk(dilate_radius))
-    if blocked:
-        mask &= ~regions_mask(segments, sorted(blocked))
+    left_out = sorted(guarded - taken)
+    if left_out:
+        mask &= ~regions_mask(segments, left_out)
     return added + absorbed, mask
 
 
@@ -610,7 +613,7 @@ def cse(
             completed, mask = complete_evidence(
                 image, segments, attribution, regions, ratio=config.completion_ratio, colour_delta=config.colour_delta,
                 colour_floor=config.colour_floor, surround_floor=config.surround_floor, close_radius=close_r, dilate_radius=dilate_r,
-                blocked=sorted(guarded - set(regions)),
+                protected=sorted(guarded),
             )
             output = obfuscator(image, mask)
             if recheck > 0:  # evidence left next to what was hidden: attribution recomputed on the output
