@@ -34,7 +34,7 @@ from .classify import CHECKPOINT_FORMAT, Classifier, Preprocess, read_torch_file
 from .data import PARTS, LabelledImages, Pixels, Resize, decode_images, read_dataset, split_path, stratified_split, write_split
 from .errors import ModelError, SafeViewError
 from .inputs import file_sha256
-from .metrics import classification_metrics, expected_calibration_error
+from .metrics import TEMPERATURE_BOUNDS, classification_metrics, expected_calibration_error
 
 STATE_FORMAT = "safeview-train-state"
 
@@ -201,19 +201,27 @@ def _logits(
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Temperature scaling (Guo et al. 2017): the T minimising validation NLL of softmax(logits / T)."""
-    log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
-    loss_fn = nn.CrossEntropyLoss()
+    """Temperature scaling (Guo et al. 2017): the T in :data:`TEMPERATURE_BOUNDS` minimising the
+    validation NLL of softmax(logits / T). The NLL is convex in 1/T, so the optimum is where its
+    derivative crosses zero (``scipy.optimize.brentq``), or the bound it falls beyond; never NaN,
+    as an unbounded step search could give on small logits."""
+    from scipy.optimize import brentq
+    from scipy.special import softmax
 
-    def closure():
-        optimizer.zero_grad()
-        loss = loss_fn(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
+    z = logits.detach().double().cpu().numpy()
+    if not len(z):
+        return 1.0
+    target = z[np.arange(len(z)), labels.cpu().numpy()]
 
-    optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    def slope(beta: float) -> float:  # d NLL / d beta at beta = 1 / T
+        return float(((softmax(beta * z, axis=1) * z).sum(axis=1) - target).mean())
+
+    low, high = TEMPERATURE_BOUNDS
+    if slope(1 / low) <= 0:  # still falling at the sharpest end (nothing to calibrate on)
+        return low
+    if slope(1 / high) >= 0:  # already rising at the flattest end
+        return high
+    return float(1 / brentq(slope, 1 / high, 1 / low, xtol=1e-12))
 
 
 def _index(
@@ -326,7 +334,9 @@ def train_classifier(
     Class-balanced loss weights; bfloat16 autocast on a GPU. The split goes to
     :func:`split_path`; a resumable :class:`TrainState` to :func:`state_path` after every epoch and
     on Ctrl-C (:class:`TrainingInterrupted`), which ``resume=True`` continues. Bad images are
-    skipped and listed in the metadata.
+    skipped and listed in the metadata. A model that cannot be trusted (one class only, chance
+    decisions with a good ranking, the temperature at a bound; judged on the test split, else on
+    validation) is still saved, with each warning emitted and kept in the metadata's ``warnings``.
     """
     t_start = time.perf_counter()
     if config is None:
@@ -462,10 +472,16 @@ def train_classifier(
     test_metrics = None
     if len(split.test):
         test_logits = _logits(module, pixels, split.test, preprocess, batch_size=2 * c.batch_size, workers=c.workers, device=dev)
-        report = classification_metrics(y_all[split.test], torch.softmax(test_logits / temperature, 1).numpy(), labels=dataset.classes, unsafe_indices=unsafe_idx)
+        report = classification_metrics(
+            y_all[split.test], torch.softmax(test_logits / temperature, 1).numpy(), labels=dataset.classes, unsafe_indices=unsafe_idx,
+            temperature=temperature,
+        )
         test_metrics = {k: report[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "ece", "warnings")}
-        for warning in report["warnings"]:
-            emit(f"warning: {warning}")
+    else:  # no test split: judge the model on validation rather than not at all
+        report = classification_metrics(y_all[split.val], val_probs, labels=dataset.classes, unsafe_indices=unsafe_idx, temperature=temperature)
+    warnings = [f"{'test' if len(split.test) else 'validation'} split: {w}" for w in report["warnings"]]
+    for warning in warnings:
+        emit(f"warning: {warning}")
     module.cpu()
     classifier = Classifier.from_module(
         module, dataset.classes, list(c.unsafe_classes), name=out.stem, category=c.category, preprocess=preprocess, temperature=temperature,
@@ -481,6 +497,7 @@ def train_classifier(
             "test_accuracy": test_metrics["accuracy"] if test_metrics else None,
             "test_metrics": test_metrics,
             "temperature": temperature,
+            "warnings": warnings,
             "val_ece_uncalibrated": expected_calibration_error(torch.softmax(val_logits, 1).numpy(), y_all[split.val]),
             "val_ece": expected_calibration_error(val_probs, y_all[split.val]),
             "epochs": c.epochs,
