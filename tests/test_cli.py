@@ -241,3 +241,27 @@ def test_scan_protect_file(two_images, tmp_path):
     protect.write_text('{"img0.png": [{"box": [9, 9, 1, 1]}]}')
     bad = runner.invoke(app, ["scan", str(two_images / "img0.png"), "--out", str(tmp_path / "o2"), *FAST, "--protect", str(protect)])
     assert bad.exit_code == 2 and "img0.png[0]" in bad.stderr and "x1 > x0" in bad.stderr
+
+
+def test_models_shows_each_checkpoints_accuracy_training_data_and_false_alarm_rate(tmp_path):
+    """Built-in demo models and a given checkpoint are listed with their held-out test accuracy,
+    what they were trained on and their false-alarm rate on real photos ("not measured" unless the
+    metadata holds one), and a checkpoint's training warnings are shown with it."""
+    from safeview.classify import Classifier, Preprocess
+    from safeview.nets import build
+
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0
+    assert "trained on 1600 images from build/demo-data/sexual" in result.stdout
+    assert result.stdout.count("false-alarm rate on real photos not measured") == 3  # the three demo models
+    meta = {"test_accuracy": 0.9, "n_images": {"train": 40, "val": 5, "test": 5}, "trained_on": "photos/",
+            "real_false_alarm_rate": 0.25, "warnings": ["test split: the calibration temperature is at its upper bound"]}
+    clf = Classifier.from_module(build("small", 2, width=8), ["safe", "unsafe"], ["unsafe"], preprocess=Preprocess(resize=(32, 32)), metadata=meta)
+    clf.save(tmp_path / "mine.safeview", arch="small", arch_kwargs={"width": 8})
+    result = runner.invoke(app, ["models", str(tmp_path / "mine.safeview")])
+    assert result.exit_code == 0, result.output
+    mine = result.stdout.split(f"{tmp_path / 'mine.safeview'}:")[1]
+    assert "held-out test accuracy 0.900 on 5 images; trained on 40 images from photos/; false-alarm rate on real photos 25.0 %" in mine
+    assert "warning: test split: the calibration temperature is at its upper bound" in mine
+    missing = runner.invoke(app, ["models", str(tmp_path / "absent.safeview")])
+    assert missing.exit_code == 2 and "no such model file" in missing.stderr

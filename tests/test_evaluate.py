@@ -72,3 +72,44 @@ def test_evaluate_one_part_of_a_split_and_foreign_labels(red_classifier, red_fol
         evaluate_classifier(red_classifier, red_folder, class_map={"safe": "safe", "unsafe": "porn"})
     with pytest.raises(SafeViewError, match="--split"):
         evaluate_classifier(red_classifier, red_folder, part="test")
+
+
+def test_a_model_that_cannot_be_trusted_says_so_in_the_report_json_and_on_stderr(red_classifier, red_folder, tmp_path, monkeypatch):
+    """A temperature at its bound and the warnings its training recorded reach the report's
+    ``warnings``, its JSON and a ``warning:`` line each on stderr, so a degenerate model is never
+    reported by its figures alone."""
+    from typer.testing import CliRunner
+
+    import safeview.classify
+    from safeview.cli import app
+
+    red_classifier.temperature = 20.0
+    red_classifier.metadata["warnings"] = ["test split: the model answers 'unsafe' for all 8 images: it is degenerate"]
+    report = evaluate_classifier(red_classifier, red_folder)
+    assert any("upper bound" in w for w in report["metrics"]["warnings"])
+    assert report["warnings"] == [*report["metrics"]["warnings"], "when trained: " + red_classifier.metadata["warnings"][0]]
+
+    monkeypatch.setattr(safeview.classify, "load_classifier", lambda name: red_classifier)
+    result = CliRunner().invoke(app, ["evaluate", "red", str(red_folder), "--json", "--workers", "0", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["warnings"] == report["warnings"]
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["warnings"] == report["warnings"]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 2 and "upper bound" in lines[0] and "when trained" in lines[1]
+    untouched = evaluate_classifier(safeview.classify.Classifier.from_module(
+        red_classifier.module, red_classifier.labels, red_classifier.unsafe_labels, preprocess=red_classifier.preprocess), red_folder)
+    assert untouched["warnings"] == []
+
+
+def test_describe_model_shows_what_the_metadata_holds():
+    """The one-line card of ``safeview models``: held-out accuracy, training data, and the
+    false-alarm rate on real photos when a checkpoint records it, else "not measured"."""
+    from safeview.evaluate import REAL_FALSE_ALARM_KEY, describe_model
+
+    meta = {"test_accuracy": 0.72, "n_images": {"train": 1600, "val": 200, "test": 200}, "trained_on": "build/demo-data/cyberbullying"}
+    card = describe_model(meta)
+    assert "held-out test accuracy 0.720 on 200 images" in card and "1600 images from build/demo-data/cyberbullying" in card
+    assert card.endswith("false-alarm rate on real photos not measured")
+    measured = describe_model({**meta, REAL_FALSE_ALARM_KEY: 0.031, "real_false_alarm_images": 500})
+    assert measured.endswith("false-alarm rate on real photos 3.1 % (500 photos)")
+    assert describe_model({}).startswith("no held-out test accuracy recorded")

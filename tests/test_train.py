@@ -206,6 +206,13 @@ def test_few_steps_do_not_leave_broken_batchnorm_statistics(tmp_path, monkeypatc
     warnings = load_checkpoint(tmp_path / "broken.safeview").metadata["warnings"]
     assert any("ranking works and the decisions do not" in w for w in warnings)
     assert [str(e) for e in events if str(e).startswith("warning:")] == [f"warning: {w}" for w in warnings]
+    result = CliRunner().invoke(app, [
+        "train", str(tmp_path / "toy"), "--category", "cyberbullying", "--out", str(tmp_path / "cli.safeview"), "--width", "8",
+        "--epochs", "3", "--image-size", str(SIZE), "--batch-size", "64", "--lr", "1e-2", "--workers", "0",
+    ])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [
+        *(f"warning: {w}" for w in warnings), f"warning: {len(warnings)} warnings above, also kept in the checkpoint's metadata"]  # here 2
     # after: the decisions follow what three steps learnt, and no warning says the model is unusable
     assert fixed.metadata["val_accuracy"] >= 0.75 and fixed.metadata["test_metrics"]["accuracy"] >= 0.75
     assert not any("do not use" in w for w in fixed.metadata["warnings"])

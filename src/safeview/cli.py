@@ -297,17 +297,38 @@ def _updated(config, **changes):
 
 
 @app.command("models")
-def models_command() -> None:
-    """List the built-in models and model sets."""
-    from .classify import BUILTIN_MODELS, MODEL_SETS, model_card
+def models_command(
+    checkpoints: Optional[list[Path]] = typer.Argument(None, help="Checkpoint files to describe too (.safeview)."),
+) -> None:
+    """List the built-in models and model sets, each with what its metadata shows it is worth."""
+    from .classify import BUILTIN_MODELS, MODEL_SETS, load_checkpoint, packaged_path, read_torch_file
+    from .errors import ModelError
+    from .evaluate import describe_model
+
+    def card(meta: dict) -> list[str]:
+        return [describe_model(meta), *(f"warning: {w}" for w in meta.get("warnings") or [])]
 
     typer.echo("Built-in models:")
     for name, target in BUILTIN_MODELS.items():
         typer.echo(f"  {name:24s} {target}")
-        typer.echo(f"  {'':24s} {model_card(name)}")
+        if ":" in target:
+            lines = ["real model, weights from its package (see the README)"]
+        else:
+            lines = card(read_torch_file(packaged_path(target), missing="missing from the package; reinstall SafeView",
+                                         unreadable="unreadable ({error}); reinstall SafeView")["metadata"])
+        for line in lines:
+            typer.echo(f"  {'':24s} {line}")
     typer.echo("Model sets (--models):")
     for name, members in MODEL_SETS.items():
         typer.echo(f"  {name:24s} {', '.join(members)}")
+    for path in checkpoints or []:
+        try:
+            lines = card(load_checkpoint(path).metadata)
+        except ModelError as exc:
+            fail(str(exc))
+        typer.echo(f"{path}:")
+        for line in lines:
+            typer.echo(f"  {line}")
 
 
 @app.command()
@@ -385,6 +406,10 @@ def train(
         f"{len(meta['skipped'])} images skipped; split in {meta['split_file']}",
         highlight=False, soft_wrap=True,
     )
+    if meta["warnings"]:
+        count = len(meta["warnings"])
+        console.print(f"[bold yellow]warning:[/] {count} warning{'s' * (count > 1)} above, also kept in the checkpoint's metadata",
+                      highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -431,7 +456,7 @@ def evaluate(
         f"{report['n_images']} images: {shown}" + (f". Report: {page}" if page else ""),
         highlight=False, soft_wrap=True,
     )
-    for warning in m.get("warnings", []):
+    for warning in report["warnings"]:
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if json_out:
         sys.stdout.write(json.dumps(report) + "\n")

@@ -17,6 +17,11 @@ from .metrics import classification_metrics
 
 THUMB = 160  # longest side of an error thumbnail, px
 
+#: checkpoint metadata key: the fraction of benign real photos the model calls unsafe, measured
+#: outside training (e.g. ``safeview evaluate`` on real photos mapped to safe), with the number of
+#: photos under ``real_false_alarm_images``
+REAL_FALSE_ALARM_KEY = "real_false_alarm_rate"
+
 
 def evaluate_classifier(
     classifier,
@@ -34,8 +39,10 @@ def evaluate_classifier(
     :func:`safeview.train.read_dataset`). ``part`` ("train", "val", "test") keeps the images that
     the checkpoint's split file (``split``, default next to the checkpoint) put in that part;
     "all" keeps every image. Unreadable images are skipped and listed. Returns the report dict:
-    the model, the data, ``metrics`` (:func:`classification_metrics`), ``errors`` (misclassified
-    images, most confident first) and ``skipped``."""
+    the model, the data, ``metrics`` (:func:`classification_metrics`, the model's temperature
+    judged too), ``warnings`` (the metrics' plain-words warnings that the model cannot be trusted,
+    then those its training recorded), ``errors`` (misclassified images, most confident first) and
+    ``skipped``."""
     import torch
 
     from .inputs import file_sha256
@@ -96,7 +103,7 @@ def evaluate_classifier(
         raise SafeViewError(f"{root}: none of its {len(paths)} files is a readable image")
     p = np.concatenate(probabilities)
     y = np.asarray([targets[i] for i in rows])
-    metrics = classification_metrics(y, p, labels=classifier.labels, unsafe_indices=classifier.unsafe_indices)
+    metrics = classification_metrics(y, p, labels=classifier.labels, unsafe_indices=classifier.unsafe_indices, temperature=classifier.temperature)
     unsafe_score = p[:, classifier.unsafe_indices].sum(axis=1)
     wrong = [k for k in np.argsort(-p.max(axis=1), kind="stable") if p[k].argmax() != y[k]]
     errors = [
@@ -116,9 +123,29 @@ def evaluate_classifier(
         "split": str(split) if split is not None else None,
         "n_images": len(rows),
         "metrics": metrics,
+        "warnings": metrics["warnings"] + [f"when trained: {w}" for w in classifier.metadata.get("warnings", [])],
         "errors": errors,
         "skipped": skipped,
     }
+
+
+def describe_model(metadata: Mapping[str, Any]) -> str:
+    """One line on what a checkpoint is worth, from its metadata: the held-out test accuracy and on
+    how many images, what it was trained on, and its false-alarm rate on real photos
+    (:data:`REAL_FALSE_ALARM_KEY`) or "not measured", so that no model is listed as better than shown."""
+    n = metadata.get("n_images") or {}
+    accuracy = metadata.get("test_accuracy")
+    parts = [
+        f"held-out test accuracy {accuracy:.3f} on {n.get('test', '?')} images" if accuracy is not None else "no held-out test accuracy recorded",
+        f"trained on {n.get('train', '?')} images from {metadata.get('trained_on') or 'an unrecorded source'}",
+    ]
+    rate = metadata.get(REAL_FALSE_ALARM_KEY)
+    if rate is None:
+        parts.append("false-alarm rate on real photos not measured")
+    else:
+        photos = metadata.get("real_false_alarm_images")
+        parts.append(f"false-alarm rate on real photos {100 * float(rate):.1f} %" + (f" ({photos} photos)" if photos else ""))
+    return "; ".join(parts)
 
 
 def _plots(metrics: dict[str, Any], folder: Path) -> dict[str, str]:
