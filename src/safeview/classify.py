@@ -296,22 +296,6 @@ def packaged_path(relative: str) -> Path:
     return Path(str(files("safeview") / "data" / relative))
 
 
-def model_card(name: str) -> str:
-    """One line on what a built-in model is worth: for a packaged checkpoint, its held-out test
-    accuracy, the number of images and what it was trained on (read from its metadata)."""
-    target = BUILTIN_MODELS[name]
-    if ":" in target:
-        return "real model, weights from its package (see the README)"
-    meta = read_torch_file(packaged_path(target), missing="missing from the package; reinstall SafeView",
-                           unreadable="unreadable ({error}); reinstall SafeView").get("metadata", {})
-    n = meta.get("n_images", {})
-    accuracy = meta.get("test_accuracy")
-    return (f"held-out test accuracy {accuracy:.3f} on {n.get('test', '?')} synthetic images"
-            if accuracy is not None else "no held-out accuracy recorded") + \
-        f"; trained on {n.get('train', '?')} synthetic stand-in images ({Path(str(meta.get('trained_on', '?'))).name}); " \
-        "false-alarm rate on real photos not measured"
-
-
 def load_classifier(name_or_path: str | os.PathLike, *, device: str = "cpu") -> Classifier:
     """Load a built-in model by name (see ``BUILTIN_MODELS``) or a checkpoint from a local path."""
     key = str(name_or_path)
