@@ -244,7 +244,7 @@ def test_a_job_over_its_time_limit_fails_with_the_reason(svc):
     only_queued(svc, sid)
     worker = Worker(dataclasses.replace(svc["config"], job_timeout_s=0.3), svc["app"].state.sessions)
     scan = worker.guard.scan
-    worker.guard.scan = lambda image: (time.sleep(5), scan(image))[1]  # an image that takes far too long
+    worker.guard.scan = lambda image, **kw: (time.sleep(5), scan(image, **kw))[1]  # an image that takes far too long
     t0 = time.monotonic()
     worker.drain()
     assert time.monotonic() - t0 < 3
@@ -258,7 +258,7 @@ def test_a_long_job_keeps_its_lease_by_heartbeat(svc):
     config = dataclasses.replace(svc["config"], lease_s=0.6)
     worker, rival = Worker(config, svc["app"].state.sessions, worker_id="w-slow"), Worker(config, svc["app"].state.sessions, worker_id="w-rival")
     scan = worker.guard.scan
-    worker.guard.scan = lambda image: (time.sleep(2.0), scan(image))[1]
+    worker.guard.scan = lambda image, **kw: (time.sleep(2.0), scan(image, **kw))[1]
     taken: list = []
     rival_thread = threading.Thread(target=lambda: (time.sleep(1.4), taken.append(rival.claim())))
     rival_thread.start()

@@ -1,8 +1,10 @@
 """The review UI in real headless Chromium (Debian's /usr/bin/chromium driven by Playwright): sign
 in, see the first item obfuscated, reveal the original with a reason (and find the reveal in the
-audit log), decide with the keyboard, and get the next item without a page reload."""
+audit log), see the protected regions and the evidence view, drag a box to protect one more and
+re-run the scan, decide with the keyboard, and get the next item without a page reload."""
 
 import io
+import json
 import os
 import re
 import socket
@@ -60,10 +62,12 @@ def server(tmp_path_factory, photo):
     unsafe[10:34, 56:80] = (255, 0, 0)
     ids = {}
     for name, image in (("unsafe", unsafe), ("safe", photo)):
-        response = httpx.post(f"{base}/v1/scans", files={"file": (f"{name}.png", png(image))}, headers={"X-API-Key": keys["submitter"]})
+        form = {"protect": json.dumps([{"box": [0, 50, 30, 90], "label": "face"}])} if name == "unsafe" else {}
+        response = httpx.post(f"{base}/v1/scans", files={"file": (f"{name}.png", png(image))}, data=form, headers={"X-API-Key": keys["submitter"]})
         ids[name] = response.json()["id"]
-    Worker(config, app.state.sessions).drain()
-    yield {"base": base, "keys": keys, "ids": ids}
+    worker = Worker(config, app.state.sessions)
+    worker.drain()
+    yield {"base": base, "keys": keys, "ids": ids, "worker": worker}
     uv.should_exit = True
     thread.join(10)
     app.state.engine.dispose()
@@ -96,6 +100,32 @@ def test_review_flow_in_chromium(server):
                 time.sleep(0.05)
             assert page.locator("#image").evaluate("img => img.naturalWidth") == 96  # the full-size obfuscated output
 
+            expect(page.locator("#protected")).to_contain_text("face — user — kept 100.0% — box [0, 50, 30, 90]")
+            page.keyboard.press("v")
+            expect(page.locator("#caption")).to_contain_text("Evidence")
+            expect(page.locator("#v-evidence")).to_have_class(re.compile(r"\bon\b"))
+
+            # protect one more region: drag a box on the image (x 48..56, y 8..36 of 96), re-run
+            box = page.locator("#image").bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 48 / 96, box["y"] + box["height"] * 8 / 96)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 52 / 96, box["y"] + box["height"] * 20 / 96)
+            page.mouse.move(box["x"] + box["width"] * 56 / 96, box["y"] + box["height"] * 36 / 96)
+            page.mouse.up()
+            drawn = [int(page.input_value(f"#p-{name}")) for name in ("x0", "y0", "x1", "y1")]
+            assert all(abs(a - b) <= 1 for a, b in zip(drawn, [48, 8, 56, 36])), drawn
+            expect(page.locator("#draw-box")).to_be_visible()
+            page.fill("#p-label", "birthmark")
+            page.fill("#p-reason", "keep the birthmark")
+            page.click("#protect")
+            expect(page.locator("#status")).to_contain_text("re-running")
+            server["worker"].drain()
+            expect(page.locator("#protected")).to_contain_text("birthmark — reviewer — kept 100.0%", timeout=20_000)
+            expect(page.locator("#status")).to_contain_text("Re-run done (result version 2)")
+            log = httpx.get(f"{base}/v1/audit", params={"action": "protect_region"}, headers={"X-API-Key": server["keys"]["admin"]}).json()
+            assert [(e["scan_id"], e["reason"].split(" [")[0]) for e in log["items"]] == [(ids["unsafe"], "keep the birthmark")]
+
+            page.locator("body").click(position={"x": 1, "y": 1})
             page.keyboard.press("h")
             expect(page.locator("#caption")).to_contain_text("heat map")
             page.keyboard.press("o")

@@ -50,10 +50,18 @@ class Scan(Base):
     """One uploaded image, its job state and, once done, its result and the reviewer's decision.
     Deduplication is per submitting key (``submitted_by``, ``sha256``), so the same bytes from two
     tenants are two scans and neither learns of the other's. ``decision_version`` counts the
-    decisions made; a new one must name the version it replaces (optimistic concurrency)."""
+    decisions made; a new one must name the version it replaces (optimistic concurrency).
+
+    Protection: ``protect_json`` holds the submitter's protected regions (box/polygon specs, JSON),
+    ``protect_faces`` whether the face detector protects faces in this scan (None: the service's
+    default, on rows older than the field), and ``protect_key`` a digest of both ("" for a scan
+    without protection), which deduplication includes: the same image with other protection is
+    another scan. ``reviewer_protect_json`` holds the regions reviewers added since; each addition
+    re-queues the scan as result version ``result_version`` + 1, the superseded result kept in
+    ``scan_versions``."""
 
     __tablename__ = "scans"
-    __table_args__ = (UniqueConstraint("submitted_by", "sha256", name="uq_scans_submitted_by_sha256"),)
+    __table_args__ = (UniqueConstraint("submitted_by", "sha256", "protect_key", name="uq_scans_submitted_by_sha256_protect"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
@@ -76,6 +84,27 @@ class Scan(Base):
     decided_by: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     decision_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    protect_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    protect_faces: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    protect_key: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    reviewer_protect_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class ScanVersion(Base):
+    """A superseded result of a scan: version ``version`` as it was when a reviewer's added
+    protected region re-queued the scan (who did it and why is in the audit log)."""
+
+    __tablename__ = "scan_versions"
+    __table_args__ = (UniqueConstraint("scan_id", "version", name="uq_scan_versions_scan_id_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    result_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    verdict: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    superseded_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    superseded_by: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
 
 
 class AuditEvent(Base):

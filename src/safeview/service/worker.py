@@ -2,7 +2,8 @@
 
 Jobs are rows of ``scans``: a worker claims one with a compare-and-set ``UPDATE … WHERE
 status='queued'`` (atomic on SQLite and PostgreSQL alike), holds it under a lease, runs the
-pipeline (paper, Fig. 1) on the verified original and stores the result and its views. A failing
+pipeline (paper, Fig. 1) on the verified original — with the scan's protected regions, the
+submitter's and any a reviewer added — and stores the result and its views. A failing
 job goes back to the queue until it has been tried ``max_attempts`` times, then it is marked
 failed with its error. Jobs of a worker that died, or whose lease ran out, are released the same
 way, so pending work survives crashes and restarts. A worker renews the lease of the job in hand
@@ -16,6 +17,7 @@ worker's address-space limit (``job_memory_mb`` above what the loaded models tak
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import resource
@@ -34,8 +36,10 @@ from sqlalchemy.orm import sessionmaker
 from ..errors import ImageError
 from ..images import load_image_info
 from ..outputs import write_scan
+from ..protect import ProtectError
 from .config import ServiceConfig
 from .db import Scan, make_engine, utcnow
+from .protection import job_regions
 from .storage import Storage
 
 #: glibc settings of worker processes, so the address-space limit measures what a job holds: large
@@ -134,7 +138,9 @@ def release(sessions: sessionmaker, *conditions, max_attempts: int, reason: str,
 
 
 class Worker:
-    """One queue consumer: loads the models once, then claims and runs jobs."""
+    """One queue consumer: loads the models once, then claims and runs jobs. ``guard`` scans with
+    the service's settings; a job whose ``protect_faces`` differs from them gets a second
+    :class:`~safeview.pipeline.Safeguard` on the same models (built once, on first need)."""
 
     def __init__(self, config: ServiceConfig, sessions: sessionmaker, *, worker_id: str | None = None) -> None:
         from ..classify import load_model_set
@@ -146,6 +152,16 @@ class Worker:
         self.worker_id = worker_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         models = config.models() if callable(config.models) else load_model_set(config.models)
         self.guard = Safeguard(models, config.scan)
+        self._guards = {bool(config.scan.protect_faces): self.guard}
+
+    def guard_for(self, protect_faces: bool | None):
+        """The Safeguard of a job with ``protect_faces`` (None: the service's setting)."""
+        from ..pipeline import Safeguard
+
+        faces = bool(self.config.scan.protect_faces if protect_faces is None else protect_faces)
+        if faces not in self._guards:
+            self._guards[faces] = Safeguard(self.guard.classifiers, self.config.scan.updated(protect_faces=faces))
+        return self._guards[faces]
 
     def claim(self) -> str | None:
         """Atomically take the oldest queued job (after releasing expired leases); None when idle."""
@@ -203,7 +219,10 @@ class Worker:
         or memory limit hit)."""
         config = self.config
         with self.sessions() as session:
-            sha256 = session.get(Scan, scan_id).sha256
+            scan = session.get(Scan, scan_id)
+            sha256, faces = scan.sha256, scan.protect_faces
+            user = json.loads(scan.protect_json) if scan.protect_json else []
+            reviewer = json.loads(scan.reviewer_protect_json) if scan.reviewer_protect_json else []
         mine = (Scan.id == scan_id, Scan.worker == self.worker_id)
         try:
             with self.heartbeat(scan_id), time_limit(config.job_timeout_s):
@@ -212,8 +231,11 @@ class Worker:
                     data, max_pixels=config.max_pixels, max_bytes=config.max_bytes,
                     max_aspect=config.max_aspect, max_decoded_bytes=config.max_decoded_bytes,
                 )
-                result = write_scan(self.guard.scan(loaded), ViewStore(self.storage, scan_id), "scan", document=False)
-        except (JobLimitExceeded, ImageError) as exc:  # the same image would fail the same way again
+                protect = job_regions(user, reviewer, loaded.array.shape[:2])
+                scanned = self.guard_for(faces).scan(loaded, protect=protect)
+                self.storage.delete_outputs(scan_id)  # a re-run's views replace the last run's, none left over
+                result = write_scan(scanned, ViewStore(self.storage, scan_id), "scan", document=False)
+        except (JobLimitExceeded, ImageError, ProtectError) as exc:  # the same image would fail the same way again
             release(self.sessions, *mine, max_attempts=0, reason=str(exc).replace("<bytes>", "image", 1))
             return
         except Exception as exc:  # noqa: BLE001 - one job's failure is recorded, the worker goes on
