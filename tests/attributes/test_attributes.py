@@ -54,8 +54,11 @@ def test_benign_text_is_read_but_not_offensive(ocr_model, astronaut):
     assert _texts(report) == ["HELLO"] and report.unsafe == []
 
 
-def test_word_split_across_two_boxes_is_judged_joined(ocr_model, astronaut):
-    image, first = draw_text(astronaut, "LO", (20, 120), 24)
+def test_word_split_across_two_boxes_is_judged_joined(ocr_model):
+    # on a plain canvas: over the astronaut's suit the OCR reads stray letters after "SER" on
+    # some builds (opencv 5.1: "SERT"), which tests the photo, not the joining
+    canvas = np.full((224, 224, 3), 128, np.uint8)
+    image, first = draw_text(canvas, "LO", (20, 120), 24)
     image, second = draw_text(image, "SER", (100, 120), 24)
     report = detect(image)
     assert sorted(_texts(report)) == ["LO", "SER"]  # two boxes, neither offensive alone
