@@ -86,3 +86,16 @@ def test_model_sets():
     assert len(MODEL_SETS["demo"]) == 3
     with pytest.raises(ModelError, match="no models given"):
         load_model_set(" , ")
+
+
+def test_update_checkpoint_metadata_keeps_the_weights(tmp_path, small_classifier, photo):
+    from safeview.classify import update_checkpoint_metadata
+
+    path = small_classifier.save(tmp_path / "m.safeview", arch="small", arch_kwargs={"width": 8})
+    update_checkpoint_metadata(path, {"real_false_alarm_rate": 0.0, "real_false_alarm_images": 36})
+    loaded = load_checkpoint(path)
+    assert loaded.metadata["real_false_alarm_images"] == 36 and loaded.name == "tiny"
+    np.testing.assert_allclose(loaded.predict_proba(photo[None]), small_classifier.predict_proba(photo[None]), atol=1e-6)
+    (tmp_path / "junk.safeview").write_bytes(b"junk")
+    with pytest.raises(ModelError):
+        update_checkpoint_metadata(tmp_path / "junk.safeview", {"x": 1})

@@ -113,3 +113,23 @@ def test_describe_model_shows_what_the_metadata_holds():
     measured = describe_model({**meta, REAL_FALSE_ALARM_KEY: 0.031, "real_false_alarm_images": 500})
     assert measured.endswith("false-alarm rate on real photos 3.1 % (500 photos)")
     assert describe_model({}).startswith("no held-out test accuracy recorded")
+
+
+def test_real_photo_false_alarms_counts_the_views_a_model_calls_unsafe(red_classifier):
+    """A model that fires on red is measured on real photos and on a red view: the rate, the
+    flagged views and the highest probability come from its own predictions."""
+    from safeview.evaluate import REAL_FALSE_ALARM_KEY, describe_model, real_photo_false_alarms
+    from safeview.synth import real_photo_views
+
+    views = real_photo_views(["coffee"])
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 255
+    found = real_photo_false_alarms(red_classifier, views + [("red/whole", red)])
+    p = red_classifier.unsafe_probability(red_classifier.predict_proba([image for _, image in views] + [red]))
+    assert found["real_false_alarms"] == [label for (label, _), q in zip(views + [("red/whole", red)], p) if q > 0.5]
+    assert "red/whole" in found["real_false_alarms"]
+    assert found[REAL_FALSE_ALARM_KEY] == len(found["real_false_alarms"]) / 7 and found["real_false_alarm_images"] == 7
+    assert found["real_false_alarm_photos"] == ["coffee", "red"] and found["real_max_unsafe_probability"] == pytest.approx(float(p.max()))
+    assert describe_model(found).endswith(f"({7} views of 2 photos)")
+    with pytest.raises(SafeViewError, match="no real photos"):
+        real_photo_false_alarms(red_classifier, [])

@@ -145,3 +145,59 @@ def test_smallest_size_draws_every_kind(category):
         for unsafe in (False, True):
             sample = make_sample(category, unsafe, seed=seed, size=64)
             assert sample.image.shape == (64, 64, 3)
+
+
+def test_train_recipe_never_draws_on_the_held_out_photos(monkeypatch):
+    """The demo models must never see the photos they are measured on: every background of the
+    ``train`` recipe comes from TRAIN_PHOTOS, and the ``benchmark`` recipe's from HELDOUT_PHOTOS."""
+    from safeview import synth
+
+    used: list[str] = []
+    original = synth.real_photo
+
+    def spy(name):
+        used.append(name)
+        return original(name)
+
+    monkeypatch.setattr(synth, "real_photo", spy)
+    assert not set(synth.TRAIN_PHOTOS) & set(synth.HELDOUT_PHOTOS)
+    for seed in range(40):
+        make_sample("self_harm", seed % 2 == 0, seed=seed, size=64, recipe="train")
+    assert used and set(used) <= set(synth.TRAIN_PHOTOS)
+    used.clear()
+    for seed in range(40):
+        make_sample("self_harm", seed % 2 == 0, seed=seed, size=64)
+    assert used and set(used) <= set(synth.HELDOUT_PHOTOS)
+
+
+def test_train_recipe_adds_bare_backgrounds_and_other_categories_objects_as_negatives():
+    from safeview.synth import _KINDS
+
+    safe = [make_sample("sexual", False, seed=s, size=64, recipe="train") for s in range(60)]
+    assert sum(not s.placements for s in safe) >= 5  # bare backgrounds
+    others = {k for c in CATEGORIES if c != "sexual" for kinds in _KINDS[c] for k in kinds}
+    kinds = {p.kind for s in safe for p in s.placements}
+    assert kinds & {"gesture", "wounds"} and kinds & others  # other categories' stand-ins are negatives here
+    assert all(not s.mask.any() for s in safe)
+    unsafe = make_sample("sexual", True, seed=3, size=64, recipe="train")
+    assert unsafe.mask.any() and all(p.kind == "rings" for p in unsafe.placements if p.standin)
+
+
+def test_unknown_recipe_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown recipe"):
+        make_sample("sexual", True, seed=0, recipe="mine")
+    with pytest.raises(ValueError, match="unknown recipe"):
+        generate(tmp_path / "x", n=3, recipe="mine")
+
+
+def test_real_photo_views_frame_each_photo_six_ways():
+    from safeview.synth import REAL_PHOTOS, real_photo, real_photo_views
+
+    views = real_photo_views(["china", "grace_hopper"])
+    assert [label for label, _ in views][:2] == ["china/whole", "china/centre"] and len(views) == 12
+    whole = real_photo("china")
+    assert np.array_equal(views[0][1], whole) and views[2][1].shape[0] == int(0.6 * whole.shape[0])
+    assert all(image.dtype == np.uint8 and image.shape[2] == 3 for _, image in views)
+    assert real_photo("camera").shape[2] == 3 and set(REAL_PHOTOS) >= {"china", "flower", "grace_hopper"}
+    with pytest.raises(ValueError, match="unknown photo"):
+        real_photo("lena")

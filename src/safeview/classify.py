@@ -275,6 +275,21 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu") -> Classifi
     )
 
 
+def update_checkpoint_metadata(path: str | os.PathLike, updates: dict[str, Any]) -> Path:
+    """Add ``updates`` to the metadata of the checkpoint file at ``path`` (weights untouched),
+    replacing the file atomically: how a measurement made after training, such as the false-alarm
+    rate on real photos, is kept with the model it describes."""
+    path = Path(path)
+    payload = read_torch_file(path, missing="no such model file", unreadable="not a readable SafeView checkpoint ({error})")
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path}: not a SafeView classifier checkpoint (missing format marker)")
+    payload["metadata"] = {**payload.get("metadata", {}), **updates}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 # -- the model registry -----------------------------------------------------------------------
 
 #: built-in model name -> "module:function" (lazy) or a packaged checkpoint file name

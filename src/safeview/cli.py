@@ -96,6 +96,7 @@ Style = Literal["blur", "pixelate", "fill", "mean"]
 Fallback = Literal["full", "prefix", "none"]
 Backend = Literal["evidence", "instructblip", "openai"]
 ReportOriginals = Literal["none", "full"]
+SynthRecipe = Literal["benchmark", "train"]
 
 #: the options `scan` and `batch` share: each becomes a ScanConfig field (see _scan_config)
 SCAN_OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -415,7 +416,7 @@ def train(
 @app.command()
 def evaluate(
     model: str = typer.Argument(..., help="Checkpoint path or built-in model name."),
-    data: Path = typer.Argument(..., help="Image folder with one sub-folder per label, or a CSV/JSONL manifest of path,label."),
+    data: Optional[Path] = typer.Argument(None, help="Image folder with one sub-folder per label, or a CSV/JSONL manifest of path,label."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json, report.html and plots."),
     class_map: Optional[list[str]] = typer.Option(None, "--map", help="FOLDER=LABEL, repeatable: which folders (or manifest labels) are which model label."),
     part: str = typer.Option("all", help="Evaluate only the images the training split put in: train, val, test; or all."),
@@ -424,8 +425,14 @@ def evaluate(
     workers: int = typer.Option(2, help="Processes decoding images."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite a report already in --out."),
+    real_photos: bool = typer.Option(False, "--real-photos", help="Instead of DATA: the false-alarm rate on benign real photos the demo models never trained on (six views of each)."),
+    record: bool = typer.Option(False, "--record", help="With --real-photos: keep the rate in the checkpoint's metadata (shown by 'safeview models')."),
 ) -> None:
     """Evaluate a classifier: accuracy, precision, recall, F1, ROC-AUC, confusion matrix, calibration (ECE), errors."""
+    if real_photos:
+        return _real_photo_false_alarms(model, record=record, json_out=json_out)
+    if data is None or record:
+        fail("give DATA to evaluate on (or --real-photos; --record goes with --real-photos)")
     if out is not None and (out / "report.json").exists() and not force:
         fail(f"{out}: already holds a report; pass --force to overwrite it or choose another --out")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -462,6 +469,31 @@ def evaluate(
         sys.stdout.write(json.dumps(report) + "\n")
 
 
+def _real_photo_false_alarms(model: str, *, record: bool, json_out: bool) -> None:
+    from .classify import load_classifier, update_checkpoint_metadata
+    from .errors import SafeViewError
+    from .evaluate import REAL_FALSE_ALARM_KEY, real_photo_false_alarms
+
+    try:
+        clf = load_classifier(model)
+        found = real_photo_false_alarms(clf)
+        if record:
+            if "path" not in clf.metadata or Path(clf.metadata["path"]).suffix != ".safeview":
+                raise SafeViewError(f"{model}: --record needs a .safeview checkpoint file")
+            update_checkpoint_metadata(clf.metadata["path"], found)
+    except (SafeViewError, ValueError) as exc:
+        fail(str(exc))
+    flagged = found["real_false_alarms"]
+    console.print(
+        f"{clf.name}: {len(flagged)} of {found['real_false_alarm_images']} views of {len(found['real_false_alarm_photos'])} real photos "
+        f"called unsafe ({100 * found[REAL_FALSE_ALARM_KEY]:.1f} %; highest unsafe probability {found['real_max_unsafe_probability']:.3f})"
+        + (f": {', '.join(flagged)}" if flagged else "") + ("; recorded in the checkpoint" if record else ""),
+        highlight=False, soft_wrap=True,
+    )
+    if json_out:
+        sys.stdout.write(json.dumps(found) + "\n")
+
+
 @app.command()
 def synth(
     out: Path = typer.Argument(..., help="Folder to write the synthetic benchmark into."),
@@ -470,6 +502,7 @@ def synth(
     size: int = typer.Option(256, help="Image side in pixels."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Write only this category of the run (repeatable); ids and seeds stay those of the whole run."),
+    recipe: SynthRecipe = typer.Option("benchmark", help="'benchmark' draws on photos the demo models never saw; 'train' on the others, with bare backgrounds and the other categories' objects as hard negatives."),
 ) -> None:
     """Generate the synthetic benchmark: benign photos with drawn unsafe stand-ins and exact masks."""
     from rich.progress import Progress
@@ -479,7 +512,7 @@ def synth(
     with Progress(console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task("generating", total=n)
         try:
-            manifest = generate(out, n=n, seed=seed, size=size, force=force, only=only, progress=lambda i, total: progress.update(task, completed=i))
+            manifest = generate(out, n=n, seed=seed, size=size, force=force, only=only, recipe=recipe, progress=lambda i, total: progress.update(task, completed=i))
         except (FileExistsError, ValueError) as exc:
             fail(str(exc))
     written = len(json.loads(manifest.read_text())["items"])

@@ -129,6 +129,28 @@ def evaluate_classifier(
     }
 
 
+def real_photo_false_alarms(classifier, views: Sequence[tuple[str, np.ndarray]] | None = None) -> dict[str, Any]:
+    """How often ``classifier`` calls a benign real photo unsafe: on ``views`` (default: six views
+    of each photo the demo models never trained on, :func:`safeview.synth.real_photo_views`), the
+    share whose unsafe probability exceeds 0.5, which views those are, and the highest probability
+    seen. The figure :data:`REAL_FALSE_ALARM_KEY` records."""
+    from .synth import real_photo_views
+
+    views = list(real_photo_views() if views is None else views)
+    if not views:
+        raise SafeViewError("no real photos to measure false alarms on")
+    unsafe = classifier.unsafe_probability(classifier.predict_proba([image for _, image in views]))
+    flagged = [label for (label, _), p in zip(views, unsafe) if p > 0.5]
+    photos = sorted({label.split("/")[0] for label, _ in views})
+    return {
+        REAL_FALSE_ALARM_KEY: len(flagged) / len(views),
+        "real_false_alarm_images": len(views),
+        "real_false_alarm_photos": photos,
+        "real_false_alarms": flagged,
+        "real_max_unsafe_probability": float(np.max(unsafe)),
+    }
+
+
 def describe_model(metadata: Mapping[str, Any]) -> str:
     """One line on what a checkpoint is worth, from its metadata: the held-out test accuracy and on
     how many images, what it was trained on, and its false-alarm rate on real photos
@@ -143,8 +165,9 @@ def describe_model(metadata: Mapping[str, Any]) -> str:
     if rate is None:
         parts.append("false-alarm rate on real photos not measured")
     else:
-        photos = metadata.get("real_false_alarm_images")
-        parts.append(f"false-alarm rate on real photos {100 * float(rate):.1f} %" + (f" ({photos} photos)" if photos else ""))
+        views, photos = metadata.get("real_false_alarm_images"), metadata.get("real_false_alarm_photos")
+        counted = f"{views} views of {len(photos)} photos" if views and photos else f"{views} photos" if views else ""
+        parts.append(f"false-alarm rate on real photos {100 * float(rate):.1f} %" + (f" ({counted})" if counted else ""))
     return "; ".join(parts)
 
 

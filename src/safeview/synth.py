@@ -34,9 +34,16 @@ Every object is drawn opaque (binary alpha, no blending), distractors first and 
 the mask is exactly the set of pixels whose colour comes from a stand-in. Each object covers about
 3 %-24 % of the image (less when there are several, so that the stand-ins of an unsafe image
 together cover 1 %-25 %), is rotated and placed at random, and an image holds 1-3 objects whose count
-is distributed the same way in safe and unsafe images. Everything is a deterministic function of the
-seed: the background depends on the seed only, so ``make_sample(c, True, seed=s)`` and
-``make_sample(c, False, seed=s)`` share their background (a paired counterfactual).
+is distributed the same way in safe and unsafe images.
+
+Backgrounds are crops of real benign photos at many scales, recoloured, or scenes drawn by code
+(noise, gradients, shapes, stripes, checkers, cells, scribbles), or two of these side by side. The
+photos are split: the demo models train on :data:`TRAIN_PHOTOS` (recipe ``train``, which also
+adds bare backgrounds and the other categories' objects as hard negatives), and everything they
+are measured on uses the :data:`HELDOUT_PHOTOS` they never saw (recipe ``benchmark``, the
+default). Everything is a deterministic function of the seed: the background depends on the seed
+and the recipe's photos only, so ``make_sample(c, True, seed=s)`` and ``make_sample(c, False,
+seed=s)`` share their background (a paired counterfactual).
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -56,12 +63,26 @@ from .schema import CATEGORIES
 #: Friendly words drawn the same way (distractor ``word_benign``).
 BENIGN_WORDS: tuple[str, ...] = ("HELLO", "SALE", "LOVE", "HAPPY", "OPEN", "SMILE", "GOOD")
 
-#: scikit-image sample images that ship inside the package (no pooch, no network).
-PHOTOS: tuple[str, ...] = (
-    "astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
-    "retina", "stereo_motorcycle", "colorwheel",
-    "camera", "moon", "brick", "grass", "gravel", "coins", "page", "text", "clock", "cell",
-)
+#: Real benign photos that ship inside installed packages (no pooch, no network): name -> where.
+#: scikit-image's sample images by function name, scikit-learn's two sample photos, matplotlib's.
+REAL_PHOTOS: dict[str, str] = {
+    **{name: f"skimage:{name}" for name in (
+        "astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
+        "retina", "stereo_motorcycle", "colorwheel",
+        "camera", "moon", "brick", "grass", "gravel", "coins", "page", "text", "clock", "cell",
+    )},
+    "china": "sklearn:china.jpg",
+    "flower": "sklearn:flower.jpg",
+    "grace_hopper": "matplotlib:grace_hopper.jpg",
+}
+
+#: Photos the demo models never train on: the ``benchmark`` recipe's backgrounds, the demo's
+#: benign photos and the false-alarm check on real photos (portraits, a cat, a cup, a landscape,
+#: a flower, a building: what a model must leave alone).
+HELDOUT_PHOTOS: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "china", "flower", "grace_hopper")
+
+#: Photos the ``train`` recipe draws its backgrounds from (cropped at many scales, recoloured).
+TRAIN_PHOTOS: tuple[str, ...] = tuple(name for name in REAL_PHOTOS if name not in HELDOUT_PHOTOS)
 
 #: Mask area, as a fraction of the image, that every unsafe sample satisfies.
 MASK_FRACTION_RANGE: tuple[float, float] = (0.01, 0.25)
@@ -129,59 +150,128 @@ class Sample:
 
 
 @lru_cache(maxsize=None)
-def _photo(name: str) -> np.ndarray:
-    import skimage.data
+def real_photo(name: str) -> np.ndarray:
+    """One of :data:`REAL_PHOTOS` as an (H, W, 3) uint8 RGB array (grey photos repeated)."""
+    if name not in REAL_PHOTOS:
+        raise ValueError(f"unknown photo {name!r}; choose one of {', '.join(REAL_PHOTOS)}")
+    package, _, item = REAL_PHOTOS[name].partition(":")
+    if package == "skimage":
+        import skimage.data
 
-    image = getattr(skimage.data, name)()
-    if isinstance(image, tuple):  # stereo_motorcycle -> (left, right, disparity)
-        image = image[0]
+        image = getattr(skimage.data, item)()
+        if isinstance(image, tuple):  # stereo_motorcycle -> (left, right, disparity)
+            image = image[0]
+    elif package == "sklearn":
+        from sklearn.datasets import load_sample_image
+
+        image = load_sample_image(item)
+    else:
+        from matplotlib import cbook
+
+        image = np.asarray(Image.open(cbook.get_sample_data(item, asfileobj=False)).convert("RGB"))
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     return np.ascontiguousarray(image[..., :3])
+
+
+def real_photo_views(names: Sequence[str] = HELDOUT_PHOTOS) -> list[tuple[str, np.ndarray]]:
+    """Six views of each real photo, as a person's upload might frame it: the whole photo, its
+    centre and its four corners (each 60 % of the side). Returns ``(label, image)`` pairs, the
+    label ``name/view``; what false-alarm rates on real photos are measured on."""
+    views = []
+    for name in names:
+        photo = real_photo(name)
+        h, w = photo.shape[:2]
+        ch, cw = int(0.6 * h), int(0.6 * w)
+        corners = {"centre": ((h - ch) // 2, (w - cw) // 2), "top-left": (0, 0), "top-right": (0, w - cw),
+                   "bottom-left": (h - ch, 0), "bottom-right": (h - ch, w - cw)}
+        views.append((f"{name}/whole", photo))
+        views += [(f"{name}/{view}", np.ascontiguousarray(photo[y : y + ch, x : x + cw])) for view, (y, x) in corners.items()]
+    return views
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
-def _photo_background(rng: np.random.Generator, size: int) -> np.ndarray:
-    photo = _photo(PHOTOS[rng.integers(len(PHOTOS))])
-    h, w = photo.shape[:2]
-    side = int(min(h, w) * rng.uniform(0.35, 1.0))
-    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-    image = _resize(photo[y : y + side, x : x + side], size).astype(float)
-    if rng.random() < 0.5:
-        image = image[:, ::-1]
+def _recolour(rng: np.random.Generator, image: np.ndarray, *, grey: bool) -> np.ndarray:
+    """Colour jitter: a tint for a grey photo, then saturation, contrast, brightness, white balance."""
+    image = image.astype(float)
+    if grey and rng.random() < 0.6:
+        image = image * rng.uniform(0.45, 1.0, size=3) / 0.8
     gray = image.mean(axis=-1, keepdims=True)
-    image = gray + (image - gray) * rng.uniform(0.7, 1.3)  # saturation
-    image = (image - image.mean()) * rng.uniform(0.75, 1.25) + image.mean()  # contrast
-    image = image * rng.uniform(0.8, 1.2) * rng.uniform(0.92, 1.08, size=3)  # brightness, white balance
+    image = gray + (image - gray) * rng.uniform(0.5, 1.4)  # saturation
+    image = (image - image.mean()) * rng.uniform(0.7, 1.3) + image.mean()  # contrast
+    image = image * rng.uniform(0.75, 1.2) * rng.uniform(0.9, 1.1, size=3)  # brightness, white balance
     return np.clip(image, 0, 255).round().astype(np.uint8)
 
 
+def _photo_background(rng: np.random.Generator, size: int, photos: Sequence[str]) -> np.ndarray:
+    """A crop of a real photo at a random scale (12 %-100 % of its shorter side, so close-ups of
+    texture as well as whole scenes), turned, mirrored and recoloured."""
+    name = photos[rng.integers(len(photos))]
+    photo = real_photo(name)
+    h, w = photo.shape[:2]
+    side = max(8, int(min(h, w) * math.exp(rng.uniform(math.log(0.12), 0.0))))
+    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    image = np.rot90(photo[y : y + side, x : x + side], int(rng.integers(4)) if rng.random() < 0.3 else 0)
+    image = _resize(np.ascontiguousarray(image[:, ::-1] if rng.random() < 0.5 else image), size)
+    grey = bool(np.ptp(photo.astype(int)[..., 0] - photo[..., 1]) == 0)
+    return _recolour(rng, image, grey=grey)
+
+
 def _procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A scene drawn by code: smooth noise, a gradient, shapes, coloured multi-scale noise, stripes,
+    a checker, Voronoi cells or scribbles."""
     from scipy.ndimage import gaussian_filter
 
     yy, xx = np.mgrid[0:size, 0:size] / size
-    kind = rng.integers(3)
+    c0, c1 = rng.uniform(0, 255, size=(2, 3))
+    kind = int(rng.integers(8))
     if kind == 0:  # smooth noise mapped between two colours
         field = gaussian_filter(rng.normal(size=(size, size)), sigma=size * rng.uniform(0.01, 0.1))
         t = (field - field.min()) / (np.ptp(field) + 1e-9)
-    else:  # linear gradient at a random angle
+    elif kind == 3:  # coloured noise, several octaves per channel
+        t = None
+        image = np.zeros((size, size, 3))
+        for octave in range(4):
+            sigma = size * 0.12 / 2**octave
+            image += gaussian_filter(rng.normal(size=(size, size, 3)), sigma=(sigma, sigma, 0)) * sigma
+        image = (image - image.mean((0, 1))) / (image.std((0, 1)) + 1e-9) * rng.uniform(20, 70) + rng.uniform(40, 215, size=3)
+    elif kind == 4:  # stripes at a random angle and period
+        a = rng.uniform(0, np.pi)
+        t = 0.5 + 0.5 * np.sin((np.cos(a) * xx + np.sin(a) * yy) * 2 * np.pi * rng.uniform(2, 24))
+        t = np.round(t) if rng.random() < 0.5 else t
+    elif kind == 5:  # checker or grid
+        period = rng.uniform(0.03, 0.25)
+        t = ((np.floor(xx / period) + np.floor(yy / period)) % 2).astype(float)
+    elif kind == 6:  # Voronoi cells, each its own colour
+        seeds = rng.uniform(0, 1, size=(int(rng.integers(6, 60)), 2))
+        nearest = np.argmin((xx[..., None] - seeds[:, 0]) ** 2 + (yy[..., None] - seeds[:, 1]) ** 2, axis=-1)
+        image = rng.uniform(0, 255, size=(len(seeds), 3))[nearest]
+        t = None
+    else:  # a linear gradient at a random angle (kinds 1, 2, 7 draw on it)
         a = rng.uniform(0, 2 * np.pi)
         t = np.cos(a) * xx + np.sin(a) * yy
         t = (t - t.min()) / (np.ptp(t) + 1e-9)
-    c0, c1 = rng.uniform(0, 255, size=(2, 3))
-    image = c0 + t[..., None] * (c1 - c0) + rng.normal(0, rng.uniform(0, 8), size=(size, size, 3))
+    if t is not None:
+        image = c0 + t[..., None] * (c1 - c0)
+    image = image + rng.normal(0, rng.uniform(0, 8), size=(size, size, 3))
     image = Image.fromarray(np.clip(image, 0, 255).round().astype(np.uint8))
-    if kind == 2:  # a simple geometric scene on the gradient
+    if kind in (2, 7):  # shapes, or scribbled lines and arcs, on the gradient
         draw = ImageDraw.Draw(image)
         for _ in range(rng.integers(3, 13)):
             x0, y0 = rng.uniform(-0.1, 1.0, size=2) * size
             w, h = rng.uniform(0.05, 0.5, size=2) * size
             colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
-            shape = rng.integers(3)
-            if shape == 0:
+            shape = int(rng.integers(3))
+            if kind == 7:
+                width = int(rng.integers(1, max(2, size // 24)))
+                if shape == 0:
+                    draw.arc([x0, y0, x0 + w, y0 + h], *sorted(rng.uniform(0, 360, size=2)), fill=colour, width=width)
+                else:
+                    draw.line([tuple(p) for p in rng.uniform(-0.1, 1.1, size=(int(rng.integers(2, 6)), 2)) * size], fill=colour, width=width)
+            elif shape == 0:
                 draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
             elif shape == 1:
                 draw.ellipse([x0, y0, x0 + w, y0 + h], fill=colour)
@@ -191,14 +281,25 @@ def _procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(image)
 
 
-def make_background(*, seed: int, size: int = 256) -> np.ndarray:
-    """The benign background of every sample with this seed: a randomly cropped, flipped and
-    colour-jittered scikit-image sample photo (60 %) or a procedural scene (40 %: smooth noise, a
-    gradient, or geometric shapes on a gradient). Returns (size, size, 3) uint8."""
+def make_background(*, seed: int, size: int = 256, photos: Sequence[str] = HELDOUT_PHOTOS) -> np.ndarray:
+    """The benign background of every sample with this seed: a crop of one of ``photos`` at a random
+    scale, recoloured (50 %), a procedural scene (35 %), or two of these side by side along a random
+    line (15 %). Returns (size, size, 3) uint8."""
     rng = np.random.default_rng([seed, 0])
-    if rng.random() < 0.6:
-        return _photo_background(rng, size)
-    return _procedural_background(rng, size)
+
+    def one() -> np.ndarray:
+        return _photo_background(rng, size, photos) if rng.random() < 0.6 else _procedural_background(rng, size)
+
+    u = rng.random()
+    if u < 0.5:
+        return _photo_background(rng, size, photos)
+    if u < 0.85:
+        return _procedural_background(rng, size)
+    first, second = one(), one()
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    a, offset = rng.uniform(0, 2 * np.pi), rng.uniform(-0.3, 0.3)
+    side = np.cos(a) * (xx - 0.5) + np.sin(a) * (yy - 0.5) > offset
+    return np.where(side[..., None], first, second)
 
 
 # --------------------------------------------------------------------------- objects
@@ -402,22 +503,59 @@ def _paste(image: np.ndarray, occupied: np.ndarray, drawn: Drawn, rng: np.random
     return x, y, x + w, y + h
 
 
-def make_sample(category: str, unsafe: bool, *, seed: int, size: int = 256) -> Sample:
-    """One benchmark image of ``category``: with 1-3 stand-ins (and 0-2 distractors) when ``unsafe``,
-    with 1-3 distractors otherwise; the mask is the exact stand-in pixels. Deterministic in
-    ``(category, unsafe, seed, size)``; the background depends on ``seed`` and ``size`` only."""
+@dataclass(frozen=True)
+class Recipe:
+    """How samples are drawn. ``photos``: the real photos backgrounds are cropped from;
+    ``empty_safe``: the share of safe samples that are a bare background (no object at all), so a
+    model learns that real textures alone are safe; ``cross_negatives``: the chance that an object
+    that is not the category's stand-in comes from another category (its stand-ins and
+    distractors), so a model of one category learns to leave the others' content alone."""
+
+    photos: tuple[str, ...]
+    empty_safe: float = 0.0
+    cross_negatives: float = 0.0
+
+
+#: ``benchmark``: the images CSE is measured on, the demo's and the tests' (held-out photos, each
+#: category's own distractors); ``train``: the demo models' training data (the other photos, bare
+#: backgrounds and the other categories' objects as hard negatives).
+RECIPES: dict[str, Recipe] = {
+    "benchmark": Recipe(HELDOUT_PHOTOS),
+    "train": Recipe(TRAIN_PHOTOS, empty_safe=0.25, cross_negatives=0.4),
+}
+
+
+def _recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def make_sample(category: str, unsafe: bool, *, seed: int, size: int = 256, recipe: str = "benchmark") -> Sample:
+    """One benchmark image of ``category``: with 1-3 stand-ins (and 0-2 other objects) when
+    ``unsafe``, with 1-3 distractors otherwise (or none, as the recipe says); the mask is the exact
+    stand-in pixels. Deterministic in ``(category, unsafe, seed, size, recipe)``; the background
+    depends on ``seed``, ``size`` and the recipe's photos only."""
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}; choose one of {CATEGORIES}")
     if size < 64:
         raise ValueError(f"size must be at least 64 pixels, got {size}")
-    background = make_background(seed=seed, size=size)
+    plan = _recipe(recipe)
+    background = make_background(seed=seed, size=size, photos=plan.photos)
     rng = np.random.default_rng([seed, 1, CATEGORIES.index(category), int(unsafe)])
     standins, distractors = _KINDS[category]
+    others = tuple(kind for c in CATEGORIES if c != category for kinds in _KINDS[c] for kind in kinds)
+
+    def negative() -> str:
+        pool = others if rng.random() < plan.cross_negatives else distractors
+        return pool[rng.integers(len(pool))]
+
     low, high = MASK_FRACTION_RANGE
+    empty = not unsafe and rng.random() < plan.empty_safe
     for _ in range(_MAX_ATTEMPTS):
-        total = int(rng.integers(1, 4))
+        total = 0 if empty else int(rng.integers(1, 4))
         n_standins = int(rng.integers(1, total + 1)) if unsafe else 0
-        kinds = [distractors[rng.integers(len(distractors))] for _ in range(total - n_standins)]
+        kinds = [negative() for _ in range(total - n_standins)]
         kinds += [standins[rng.integers(len(standins))] for _ in range(n_standins)]  # stand-ins on top
         image, occupied = background.copy(), np.zeros((size, size), bool)
         mask = np.zeros((size, size), bool)
@@ -455,6 +593,7 @@ def generate(
     progress: Callable[[int, int], None] | None = None,
     force: bool = False,
     only: Iterable[str] | None = None,
+    recipe: str = "benchmark",
 ) -> Path:
     """Write ``n`` images, split evenly across ``categories`` (the first ones take the remainder), as
     an image-folder dataset per category and return the manifest's path::
@@ -464,7 +603,8 @@ def generate(
         out_dir/<category>/masks/<id>.png     stand-in mask of an unsafe image, 8-bit, 255 = stand-in
         out_dir/manifest.json
 
-    ``manifest.json`` holds ``generator``, ``seed``, ``size``, ``n``, ``categories``,
+    ``recipe`` names one of :data:`RECIPES` (``benchmark`` unless you are making training data).
+    ``manifest.json`` holds ``generator``, ``seed``, ``size``, ``recipe``, ``n``, ``categories``,
     ``unsafe_fraction``, ``mask_fraction_range`` and ``items``: one object per image with ``id``,
     ``path`` and ``mask`` (relative to ``out_dir``; ``mask`` is null for safe images), ``category``,
     ``label`` (``"safe"``/``"unsafe"``), ``seed`` (``make_sample(category, label == "unsafe",
@@ -478,6 +618,7 @@ def generate(
     the whole run — to re-create part of a benchmark without rendering the rest.
     """
     categories = tuple(categories)
+    _recipe(recipe)
     unknown = [c for c in categories if c not in CATEGORIES]
     if unknown or not categories:
         raise ValueError(f"unknown categories {unknown}; choose from {CATEGORIES}")
@@ -504,7 +645,7 @@ def generate(
             continue
         for unsafe in permuted:
             item_seed, item_id = _item_seed(seed, index), f"{index:06d}"
-            sample = make_sample(category, bool(unsafe), seed=item_seed, size=size)
+            sample = make_sample(category, bool(unsafe), seed=item_seed, size=size, recipe=recipe)
             label = "unsafe" if unsafe else "safe"
             path = out / category / label / f"{item_id}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -531,6 +672,7 @@ def generate(
         "generator": "safeview.synth",
         "seed": seed,
         "size": size,
+        "recipe": recipe,
         "n": n,
         "categories": list(categories),
         "written": [c for c in categories if c in wanted],
