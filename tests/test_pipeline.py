@@ -165,6 +165,8 @@ def test_second_opinion_hides_offensive_text_the_classifier_did_not_need(red_cla
     pytest.importorskip("rapidocr")
     from text_scenes import draw_text, photo
 
+    from safeview.attributes import SECOND_OPINION_COPIES
+
     image, word = draw_text(photo(), "LOSER", (20, 200), 24)
     square = np.zeros(image.shape[:2], bool)
     square[30:70, 140:180] = True
@@ -180,10 +182,61 @@ def test_second_opinion_hides_offensive_text_the_classifier_did_not_need(red_cla
     from safeview.report import write_report
 
     page = write_report([{"result": json.loads(result.model_dump_json()), "assets": {"categories": {}}}], tmp_path / "r.html").read_text()
-    assert "“LOSER”" in page and "second opinion on the output: passed" in page  # the report shows what was read
+    copies = ", ".join(SECOND_OPINION_COPIES)  # the detectors also read the re-upload copies, the mirror aside
+    assert opinion.copies == list(SECOND_OPINION_COPIES) and f"and its re-upload copies ({copies})" in result.rationale.text
+    assert "the mirror copy was checked by the models only" in result.rationale.text
+    assert "“LOSER”" in page and f"second opinion on the output and its copies ({copies}): passed" in page  # what was read
     off = Safeguard([red_classifier], segmentation="bass", attributes=()).scan(image)
     assert off.verification.second_opinion is None and off.attributes is None
     assert off.mask.to_mask()[word].mean() < 0.5  # the classifier alone leaves the word readable
+
+
+def test_second_opinion_on_a_copy_hides_what_only_the_copy_shows(red_classifier, monkeypatch):
+    """A stand-in detector reads a magenta mark as offensive text only when it is at least 13 px
+    tall (as the OCR reads small words only when large enough). The mark is 10 px tall on the
+    output and 16 px on the enlarged bottom-right crop: the second opinion on that copy fails the
+    output, its finding is mapped back, hidden and reported as read on that copy only. Checking
+    the output alone leaves the mark visible and calls the output safe."""
+    from text_scenes import photo
+
+    from safeview import pipeline
+    from safeview.attributes import DETECTORS, Attribute
+    from safeview.attributes.detector import Detector
+
+    class MarkReader(Detector):
+        name, package, module, sees = "mark", "numpy", "numpy", ("offensive_text",)
+
+        def build(self, module):
+            return module
+
+        def find(self, model, image, found):
+            ys, xs = np.nonzero((image[..., 0] > 200) & (image[..., 1] < 60) & (image[..., 2] > 200))
+            if ys.size == 0 or ys.max() - ys.min() + 1 < 13:
+                return []
+            box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+            return [Attribute("offensive_text", 0.99, self.name, self.version(), box=box, text="MARK")]
+
+    monkeypatch.setitem(DETECTORS, "mark", MarkReader())
+    image = photo()
+    square, mark = np.zeros(image.shape[:2], bool), np.zeros(image.shape[:2], bool)
+    square[30:70, 20:60] = True
+    mark[190:200, 180:210] = True  # only the bottom-right crop (crop3) holds it
+    image[square], image[mark] = (255, 0, 0), (255, 0, 255)
+    result = Safeguard([red_classifier], segmentation="bass", attributes=("mark",)).scan(image)
+    opinion, mask = result.verification.second_opinion, result.mask.to_mask()
+    assert result.obfuscated_safe and opinion.passed and opinion.copies == list(pipeline.SECOND_OPINION_COPIES)
+    assert mask[mark].all() and mask[square].mean() > 0.9  # the mark is hidden too
+    (read,) = [a for a in result.attributes.attributes if a.name == "offensive_text"]
+    assert read.text == "MARK" and read.seen_on == "crop3"  # the original gains what the copy showed
+    assert '"MARK" (read only on the crop3 copy of the output; offensive, 0.99) lies in the second obfuscated region' in result.rationale.text
+    assert "once the obfuscated area was grown over what they had found" in result.rationale.text
+
+    monkeypatch.setattr(pipeline, "SECOND_OPINION_COPIES", ())  # the output alone
+    alone = Safeguard([red_classifier], segmentation="bass", attributes=("mark",)).scan(image)
+    assert alone.obfuscated_safe and alone.verification.second_opinion.copies == []
+    assert not alone.mask.to_mask()[mark].any() and alone.attributes.attributes == []  # left readable on a crop
+    assert "found no unsafe attribute on the output only; the jpeg, rescale, mirror, crop0, crop1, crop2, crop3 copies" \
+        " were checked by the models only" in alone.rationale.text
 
 
 # -- protected regions (safeview.protect): evidence kept visible -----------------------------------

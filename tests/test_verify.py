@@ -11,6 +11,26 @@ def test_copies_keep_the_shape_and_differ(photo):
         assert copy.shape == photo.shape and copy.dtype == np.uint8 and not np.array_equal(copy, photo)
 
 
+def test_source_window_is_where_each_copy_comes_from(photo):
+    """What a detector finds on a copy is mapped back with source_window: it must be the part of
+    the image each perturbation shows, stretched over the frame (mirrored for the mirror)."""
+    import cv2
+
+    from safeview.verify import source_window
+
+    h, w = photo.shape[:2]
+    for name, perturb in PERTURBATIONS.items():
+        (x0, y0, x1, y1), mirrored = source_window(name, (h, w))
+        if name in ("jpeg", "rescale"):  # the whole frame, degraded in place
+            assert ((x0, y0, x1, y1), mirrored) == ((0, 0, w, h), False)
+            continue
+        part = photo[y0:y1, x0:x1][:, ::-1] if mirrored else photo[y0:y1, x0:x1]
+        expected = cv2.resize(np.ascontiguousarray(part), (w, h), interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(perturb(photo), expected), name
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        source_window("rotate", (h, w))
+
+
 def test_margin_and_flagged_models(red_classifier, red_scene):
     image, truth = red_scene
     partly = image.copy()

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import __version__
-from .attributes import SecondOpinion, detect, second_opinion
+from .attributes import SECOND_OPINION_COPIES, SecondOpinion, add_findings, detect, second_opinion
 from .classify import Classifier, load_model_set
 from .config import ConfigError, ScanConfig
 from .counterfactual import cse
@@ -59,6 +59,8 @@ class ScanArtifacts:
     segments: dict[str, np.ndarray] = field(default_factory=dict)
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     protected: list[ProtectedRegion] = field(default_factory=list)
+    #: the pixels the second opinion's findings added to the obfuscated area (None: it added none)
+    grown: np.ndarray | None = None
 
 
 class Safeguard:
@@ -272,14 +274,20 @@ class Safeguard:
                 self.classifiers, current, threshold=config.threshold, margin=config.margin,
                 perturbations=config.perturbations, flagged=flagged_models, known=last_check,
             )
-            opinion = second_opinion(current, detectors) if detectors and check.passed and union.any() else None
+            # the detectors also read the re-upload copies verification checks, except the mirror (SECOND_OPINION_COPIES)
+            copies = [name for name in config.perturbations if name in SECOND_OPINION_COPIES]
+            opinion = second_opinion(current, detectors, copies) if detectors and check.passed and union.any() else None
             if opinion is not None and not opinion.passed:
-                # a detector still sees an unsafe attribute (readable offensive text): hide it too, check again
-                union = union | _attribute_area(opinion, image.shape[:2], protected)
+                # a detector still sees an unsafe attribute (readable offensive text, on the output or a copy,
+                # mapped back onto the output): it is in the image, so it is reported; hide it too, check again
+                found = add_findings(found, opinion)
+                grown = _attribute_area(opinion, image.shape[:2], protected) & ~union
+                artifacts.grown, union = (grown if grown.any() else None), union | grown
                 current = Obfuscator(config.style, **config.style_params)(image, union)
                 check = verify(self.classifiers, current, threshold=config.threshold, margin=config.margin,
                                perturbations=config.perturbations, flagged=flagged_models)
-                opinion = second_opinion(current, detectors)
+                opinion = second_opinion(current, detectors, copies)
+                found = add_findings(found, opinion)
             timings["verify"] = time.perf_counter() - t
             passed = searched_all and check.passed and bool(union.any()) and (opinion is None or opinion.passed)
             fallback = None
@@ -289,6 +297,8 @@ class Safeguard:
                 # the verification recorded stays that of the search's output, the one that failed
                 current = Obfuscator(config.style, **config.style_params)(image, union) if fallback == "full" else current
             artifacts.obfuscated = current if union.any() else None
+            if artifacts.grown is not None and not (artifacts.grown & union).any():
+                artifacts.grown = None  # fallback 'none': nothing the second opinion found is obfuscated either
             kept = kept_shares(image, current if union.any() else None, artifacts.protected)
             result_kwargs = {
                 "protected": [
@@ -311,9 +321,11 @@ class Safeguard:
 
         t = time.perf_counter()
         control = {c.category: c.unsafe_probability for c in categories}
+        # the obfuscated regions the rationale places attributes in: each category's, then what the second opinion added
+        regions = [*artifacts.masks.values(), artifacts.grown] if artifacts.grown is not None else None
         explanation = make_rationale(
             image, control, _evidence(counterfactuals, artifacts, result_kwargs), backend=self.scan_config.rationale,
-            threshold=config.threshold, attributes=found, **self.scan_config.rationale_options,
+            threshold=config.threshold, attributes=found, regions=regions, **self.scan_config.rationale_options,
         )
         timings["rationale"] = time.perf_counter() - t
         timings["total"] = timings["load"] + timings["classify"] + time.perf_counter() - t0
@@ -346,7 +358,8 @@ class Safeguard:
 def _evidence(counterfactuals: list[CounterfactualResult], artifacts: ScanArtifacts, outcome: dict) -> dict:
     """What the rationale may state, from the typed results only: per category the search's
     outcome and its mask, and for the image whether the output was verified, which fallback was
-    applied, and what the protected regions kept."""
+    applied, what the protected regions kept, and what the attribute detectors' second opinion
+    covered (the detectors that ran, the copies they looked at) and still found."""
     evidence: dict = {
         c.category: {
             "model": c.model, "found": c.found, "verified": c.verified, "depth": len(c.regions) - len(c.completed),
@@ -362,15 +375,29 @@ def _evidence(counterfactuals: list[CounterfactualResult], artifacts: ScanArtifa
             "fraction": outcome["obfuscated_fraction"], "perturbations": list(verification.perturbations),
             "models": list(verification.models),
             "protected": [{"label": r.label, "source": r.source, "kept": r.kept} for r in outcome["protected"]],
+            "second_opinion": _opinion_evidence(verification.second_opinion, artifacts.grown is not None),
         }
     return evidence
 
 
+def _opinion_evidence(opinion: SecondOpinionModel | None, grown: bool) -> dict | None:
+    """The second opinion as the rationale may state it (None: no detector was asked); ``grown``:
+    the obfuscated area was grown over what an earlier pass of it found."""
+    if opinion is None:
+        return None
+    return {
+        "passed": opinion.passed, "complete": opinion.complete, "copies": list(opinion.copies), "grown": grown,
+        "detectors": [v.detector for v in opinion.verdicts if v.verdict != "not checked"],
+        "not_checked": [v.detector for v in opinion.verdicts if v.verdict == "not checked"],
+        "found": [{"name": a.name, "text": a.text, "seen_on": a.seen_on} for v in opinion.verdicts for a in v.found],
+    }
+
+
 def _attribute_area(opinion: SecondOpinion, shape: tuple[int, int], protected: np.ndarray | None) -> np.ndarray:
-    """The pixels of every unsafe attribute the second opinion still found, with a margin of 2 %
-    of the shorter side (a detector's box is tight around what it read). The margin stays out of
-    ``protected`` pixels; the attribute itself does not (it is the content, and cannot be hidden
-    otherwise)."""
+    """The pixels of every unsafe attribute the second opinion still found (on the output or on a
+    copy, mapped back onto the output), with a margin of 2 % of the shorter side (a detector's box
+    is tight around what it read). The margin stays out of ``protected`` pixels; the attribute
+    itself does not (it is the content, and cannot be hidden otherwise)."""
     import cv2
 
     area = np.zeros(shape, bool)

@@ -147,12 +147,14 @@ class AttributeModel(BaseModel):
     version: str = Field(description="the detector's package, version and models")
     text: str | None = Field(None, description="for text: the string read")
     unsafe: bool = Field(description="its presence makes an image, or an obfuscated output, unsafe")
+    seen_on: str | None = Field(None, description="the re-upload copy (a verification perturbation) it was found on, its box "
+                             "mapped back onto the image; null: found on the image itself")
 
     @classmethod
     def from_attribute(cls, a: Attribute) -> AttributeModel:
         return cls(
             name=a.name, score=a.score, box=a.box, mask=RLE.from_mask(a.mask) if a.mask is not None else None,
-            detector=a.detector, version=a.version, text=a.text, unsafe=a.unsafe,
+            detector=a.detector, version=a.version, text=a.text, unsafe=a.unsafe, seen_on=a.seen_on,
         )
 
 
@@ -192,7 +194,7 @@ class AttributeReportModel(BaseModel):
 class VerdictModel(BaseModel):
     detector: str
     verdict: Literal["passed", "failed", "not checked"]
-    found: list[AttributeModel] = Field(description="the unsafe attributes it still found on the output")
+    found: list[AttributeModel] = Field(description="the unsafe attributes it still found on the output or a copy")
     detail: str | None = None
 
     @classmethod
@@ -202,16 +204,19 @@ class VerdictModel(BaseModel):
 
 
 class SecondOpinionModel(BaseModel):
-    """The attribute detectors' verdicts on an obfuscated output."""
+    """The attribute detectors' verdicts on an obfuscated output and the re-upload copies checked."""
 
-    passed: bool = Field(description="no detector found an unsafe attribute")
-    complete: bool = Field(description="every requested detector ran")
+    passed: bool = Field(description="no detector found an unsafe attribute on the output or a copy")
+    complete: bool = Field(description="every requested detector ran on the output and on every copy")
+    copies: list[str] = Field(default_factory=list, description="re-upload copies (verification perturbations) the "
+                              "detectors also ran on, besides the output; verification may check more copies with the models")
     verdicts: list[VerdictModel]
-    report: AttributeReportModel
+    report: AttributeReportModel = Field(description="what the detectors saw on the output itself")
 
     @classmethod
     def from_opinion(cls, o: SecondOpinion) -> SecondOpinionModel:
-        return cls(passed=o.passed, complete=o.complete, verdicts=[VerdictModel.from_verdict(v) for v in o.verdicts],
+        return cls(passed=o.passed, complete=o.complete, copies=list(o.copies),
+                   verdicts=[VerdictModel.from_verdict(v) for v in o.verdicts],
                    report=AttributeReportModel.from_report(o.report))
 
 

@@ -7,7 +7,9 @@ SafeView calls an output safe only when every model that flagged the image puts 
 probability at most ``1 - threshold - margin`` on the output and on each perturbed copy (the safe
 side is then at least ``threshold + margin``; ``threshold`` is the paper's flip threshold on the safe
 side, 0.5). The result records what was
-checked, so a caller can say exactly what was and was not verified.
+checked, so a caller can say exactly what was and was not verified. :func:`source_window` says which
+part of the image each copy shows, so what another judge (the attribute detectors' second opinion)
+finds on a copy can be mapped back onto the image.
 """
 
 from __future__ import annotations
@@ -40,13 +42,21 @@ def _mirror(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, ::-1])
 
 
-def _crop(image: np.ndarray, corner: int, side: float = 0.625) -> np.ndarray:
-    """One corner (0 top-left … 3 bottom-right) of ``side`` × the image, enlarged back to full
-    size: a crop shows a classifier small content it overlooks in the whole frame."""
-    h, w = image.shape[:2]
+def _corner(shape: tuple[int, int], corner: int, side: float = 0.625) -> tuple[int, int, int, int]:
+    """The box ``(x0, y0, x1, y1)``, end-exclusive, of one corner (0 top-left … 3 bottom-right) of
+    ``side`` × an image of ``shape``."""
+    h, w = shape
     ch, cw = max(1, round(h * side)), max(1, round(w * side))
     y, x = (0 if corner < 2 else h - ch), (0 if corner % 2 == 0 else w - cw)
-    return cv2.resize(image[y : y + ch, x : x + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+    return x, y, x + cw, y + ch
+
+
+def _crop(image: np.ndarray, corner: int) -> np.ndarray:
+    """One corner of the image (:func:`_corner`), enlarged back to full size: a crop shows a
+    classifier small content it overlooks in the whole frame."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = _corner((h, w), corner)
+    return cv2.resize(image[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 #: name -> the copy a re-upload could produce (same size as the input, uint8 RGB)
@@ -56,6 +66,17 @@ PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "mirror": _mirror,
     **{f"crop{i}": (lambda image, i=i: _crop(image, i)) for i in range(4)},
 }
+
+
+def source_window(name: str, shape: tuple[int, int]) -> tuple[tuple[int, int, int, int], bool]:
+    """Where the copy ``name`` of an image of ``shape`` comes from: the box ``(x0, y0, x1, y1)``,
+    end-exclusive, of the image that the copy shows stretched over its whole frame, and whether it
+    shows it mirrored. What a detector finds on a copy is mapped back onto the image with it."""
+    if name not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {name!r}; choose from {', '.join(PERTURBATIONS)}")
+    if name.startswith("crop"):
+        return _corner(shape, int(name[4:])), False
+    return (0, 0, shape[1], shape[0]), name == "mirror"
 
 
 def check_perturbations(names: Sequence[str]) -> tuple[str, ...]:

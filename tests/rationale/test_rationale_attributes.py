@@ -100,3 +100,24 @@ def test_without_attributes_the_rationale_is_unchanged():
     assert safe.text == "No category was flagged: sexual 10%. This statement is based on classifier scores, not a visual description."
     flagged_text = evidence_rationale(SHAPE, {"sexual": 0.1}, {}, attributes=_report(_offensive("IDIOT", (150, 70, 190, 90))))
     assert 'The text "IDIOT"' in flagged_text.text and flagged_text.evidence["questions"] == {}
+
+
+def test_second_opinion_sentence_names_only_the_copies_it_checked():
+    """The rationale says which re-upload copies the detectors read (the others only the models
+    checked), what they still found and on which copy, and which detectors did not run on all."""
+    output = {"verified": True, "fallback": None, "models": ["m"], "perturbations": ["jpeg", "mirror", "crop3"]}
+    opinion = {"passed": True, "complete": True, "copies": ["jpeg", "crop3"], "grown": False,
+               "detectors": ["ocr", "offensive"], "not_checked": [], "found": []}
+    text = evidence_rationale(SHAPE, {"cyberbullying": 0.9}, {"_output": {**output, "second_opinion": opinion}}).text
+    assert ("The attribute detectors (ocr, offensive) found no unsafe attribute on the output and its re-upload copies"
+            " (jpeg, crop3); the mirror copy was checked by the models only.") in text
+    found = [{"name": "offensive_text", "text": "LOSER", "seen_on": "crop3"}, {"name": "offensive_text", "text": "LOSER", "seen_on": None}]
+    failed = {**opinion, "passed": False, "found": found}
+    text = evidence_rationale(SHAPE, {"cyberbullying": 0.9}, {"_output": {**output, "verified": False, "fallback": "full",
+                                                                          "second_opinion": failed}}).text
+    assert 'still found "LOSER" (read on the crop3 copy and the output itself).' in text and "found no unsafe" not in text
+    partial = {**opinion, "detectors": ["ocr"], "not_checked": ["offensive"], "copies": []}
+    text = evidence_rationale(SHAPE, {"cyberbullying": 0.9}, {"_output": {**output, "second_opinion": partial}}).text
+    assert "(ocr) found no unsafe attribute on the output only; the jpeg, mirror, crop3 copies were checked by the models only;" \
+        " the offensive detector did not run on all of them." in text
+    assert "attribute detectors" not in evidence_rationale(SHAPE, {"cyberbullying": 0.9}, {"_output": output}).text

@@ -1,6 +1,8 @@
 """The data the attribute layer produces: located attributes, what each detector did, the report
 of one image, and the second opinion's verdicts on an obfuscated output. Plain frozen dataclasses
 of arrays and numbers; their JSON form is in :mod:`safeview.schema` (``AttributeReportModel``, ``SecondOpinionModel``).
+The boxes and masks of every attribute are in the pixels of the image the report is about; one
+found on a re-upload copy of an output is mapped back onto the output and names that copy.
 
 A detector that did not run (its package is not installed, a detector it needs did not run, or it
 raised) leaves its attributes *not checked*: the report never turns "not looked for" into "absent".
@@ -27,8 +29,9 @@ class NotInstalled(ImportError):
 class Attribute:
     """One attribute a detector saw: ``name`` (``text``, ``offensive_text``), the detector's
     ``score`` in [0, 1], where it lies — ``box`` ``(x0, y0, x1, y1)`` in pixels, end-exclusive, or a
-    boolean ``mask`` of the image's size — the ``detector`` and its ``version``, and for text the
-    string read."""
+    boolean ``mask`` of the image's size — the ``detector`` and its ``version``, for text the
+    string read, and ``seen_on``, the re-upload copy (a :data:`safeview.verify.PERTURBATIONS`
+    name) it was found on when not on the image itself (its box is then mapped back onto the image)."""
 
     name: str
     score: float
@@ -37,6 +40,7 @@ class Attribute:
     box: tuple[int, int, int, int] | None = None
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
     text: str | None = None
+    seen_on: str | None = None
 
     def __post_init__(self) -> None:
         if self.box is None and self.mask is None:
@@ -107,8 +111,9 @@ class AttributeReport:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One detector's second opinion on an output: ``failed`` when it found an unsafe attribute
-    (``found``), ``passed`` when it ran and found none, ``not checked`` when it did not run."""
+    """One detector's second opinion on an output and its copies: ``failed`` when it found an
+    unsafe attribute on any of them (``found``), ``passed`` when it ran on all of them and found
+    none, ``not checked`` when it found none but did not run on some (``detail`` says where)."""
 
     detector: str
     verdict: Literal["passed", "failed", "not checked"]
@@ -118,12 +123,20 @@ class Verdict:
 
 @dataclass(frozen=True)
 class SecondOpinion:
-    """The attribute detectors' verdicts on an obfuscated output. ``passed`` when none of them
-    failed it; ``complete`` only when every requested detector ran, so a caller can tell "passed"
-    from "passed, but nothing looked"."""
+    """The attribute detectors' verdicts on an obfuscated output: ``report`` on the output itself,
+    ``copy_reports`` on the re-upload copies also checked (perturbation name -> report, attributes
+    mapped back onto the output), and one verdict per detector covering all of them. ``passed``
+    when none of them failed it; ``complete`` only when every requested detector ran on the output
+    and on every copy, so a caller can tell "passed" from "passed, but nothing looked"."""
 
     report: AttributeReport
     verdicts: tuple[Verdict, ...]
+    copy_reports: dict[str, AttributeReport] = field(default_factory=dict)
+
+    @property
+    def copies(self) -> tuple[str, ...]:
+        """The re-upload copies checked besides the output."""
+        return tuple(self.copy_reports)
 
     @property
     def passed(self) -> bool:
@@ -134,8 +147,12 @@ class SecondOpinion:
         return all(v.verdict != "not checked" for v in self.verdicts)
 
     def failures(self) -> list[str]:
-        """``detector: "text" (score)`` for every unsafe attribute still found."""
-        return [f'{v.detector}: "{a.text}" ({a.score:.2f})' for v in self.verdicts for a in v.found]
+        """``detector: "text" (score)`` for every unsafe attribute still found, with ``on <copy>``
+        when it was found on a re-upload copy."""
+        return [
+            f'{v.detector}: "{a.text}" ({a.score:.2f})' + (f" on {a.seen_on}" if a.seen_on else "")
+            for v in self.verdicts for a in v.found
+        ]
 
 
 def overlap(a: np.ndarray, b: np.ndarray) -> float:

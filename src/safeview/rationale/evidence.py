@@ -8,7 +8,8 @@ it also names them and where they lie relative to the obfuscated regions — the
 "grounded in unsafe image-specific attributes", here from detectors rather than a VLM — says which
 attributes were not checked, and answers those of the paper's nine fine-grained moderator questions
 (Table 2) that a detector can answer, leaving the others unanswered. Every such sentence is built
-from a detector's output: none names an attribute that no detector saw.
+from a detector's output: none names an attribute that no detector saw. Of the detectors' second
+opinion on the output it states the copies they looked at and those only the models checked.
 """
 
 from __future__ import annotations
@@ -80,6 +81,33 @@ def _output_sentence(out: dict[str, Any]) -> str:
         return ("No output could be verified safe; only the regions the search chose are obfuscated, and this output is"
                 " not verified and may still show unsafe content.")
     return "No output could be verified safe and nothing was obfuscated (fallback 'none'): the image is not safe to show."
+
+
+def _opinion_sentence(opinion: dict[str, Any], perturbations: Sequence[str]) -> str:
+    """What the attribute detectors' second opinion on the output covered and found: the detectors
+    that ran, the re-upload copies they also looked at (the others in ``perturbations`` were
+    checked by the models only), what they still found and where, and the detectors that did not
+    run on all of them."""
+    copies = list(opinion.get("copies", []))
+    if opinion.get("found"):
+        where: dict[str, list[str]] = {}
+        for f in opinion["found"]:
+            label = f'"{f["text"]}"' if f.get("text") else _ATTRIBUTE_WORDS.get(f["name"], f["name"])
+            where.setdefault(label, []).append(f"the {f['seen_on']} copy" if f.get("seen_on") else "the output itself")
+        found = [f"{label} (read on {_join(list(dict.fromkeys(on)))})" for label, on in where.items()]
+        return f"On the output they checked, the attribute detectors still found {_join(found)}."
+    ran, skipped = opinion.get("detectors", []), opinion.get("not_checked", [])
+    if not ran:
+        return f"The attribute detectors ({', '.join(skipped)}) did not run on the output, so none checked it."
+    on = "the output" + (f" and its re-upload copies ({', '.join(copies)})" if copies else " only")
+    after = ", once the obfuscated area was grown over what they had found," if opinion.get("grown") else ""
+    sentence = f"The attribute detectors ({', '.join(ran)}){after} found no unsafe attribute on {on}"
+    others = [name for name in perturbations if name not in copies]
+    if others:
+        sentence += f"; the {', '.join(others)} {'copy was' if len(others) == 1 else 'copies were'} checked by the models only"
+    if skipped:
+        sentence += f"; the {_join(skipped)} detector{'s' if len(skipped) > 1 else ''} did not run on all of them"
+    return sentence + "."
 
 
 def _protected_sentence(items: Sequence[dict[str, Any]], fallback: str | None) -> str:
@@ -187,12 +215,14 @@ def attribute_sentences(
     regions: Sequence[np.ndarray] = (),
     categories: Sequence[str] | None = None,
 ) -> AttributeEvidence:
-    """Ground the rationale in ``report``, the attributes found on the *original* image: each
-    unsafe attribute with its detectors' scores and where it lies relative to ``regions`` (boolean
-    masks in the order obfuscated, e.g. ``[segments == r for r in counterfactual.regions]``, or
-    ``[mask]`` for one obfuscated area; none when nothing was obfuscated), the other text read, the
-    attributes left unchecked and why, and the answers to the fine-grained questions of
-    ``categories`` (default: all) that a detector can give."""
+    """Ground the rationale in ``report``, the attributes found on the *original* image (and those
+    the second opinion read only on a re-upload copy of the output, said so; see
+    :func:`safeview.attributes.add_findings`): each unsafe attribute with its detectors' scores and
+    where it lies relative to ``regions`` (boolean masks in the order obfuscated, e.g.
+    ``[segments == r for r in counterfactual.regions]``, or ``[mask]`` for one obfuscated area;
+    none when nothing was obfuscated), the other text read, the attributes left unchecked and why,
+    and the answers to the fine-grained questions of ``categories`` (default: all) that a detector
+    can give."""
     shape = report.shape
     sentences: list[str] = []
     texts = report.named("text")
@@ -203,6 +233,8 @@ def attribute_sentences(
         read = f"OCR {min(texts[i].score for i in parts):.2f}" if parts else None
         if len(parts) > 1:
             read += f", read in {len(parts)} boxes"
+        if a.seen_on:  # the second opinion read it on a re-upload copy of the output, not on the image itself
+            read = f"{read + ', ' if read else ''}read only on the {a.seen_on} copy of the output"
         scores = "; ".join(s for s in (read, f"{_SCORE_WORDS.get(a.name, a.detector)}, {a.score:.2f}") if s)
         what = f"The text {_quoted(a)}" if a.text is not None else f"The {_ATTRIBUTE_WORDS.get(a.name, a.name)}"
         sentences.append(f"{what} ({scores}) {_placement(a.area(shape), regions)}.")
@@ -245,8 +277,8 @@ def evidence_rationale(
 ) -> Rationale:
     """Build the rationale from ``control`` (category -> unsafe probability) and ``evidence``
     (category -> {"model", "found", "verified", "depth", "completed", "fraction", "after",
-    "mask"}, and ``"_output"`` -> {"verified", "fallback", "perturbations", "models", "protected"}), the typed
-    scan results: no sentence claims more than they show.
+    "mask"}, and ``"_output"`` -> {"verified", "fallback", "perturbations", "models", "protected",
+    "second_opinion"}), the typed scan results: no sentence claims more than they show.
 
     ``attributes``, the detectors' report on the original image, adds the sentences of
     :func:`attribute_sentences`, placed relative to ``regions`` (default: the categories' masks in
@@ -283,6 +315,8 @@ def evidence_rationale(
         lines += grounded.sentences
     if "_output" in evidence:
         lines.append(_output_sentence(evidence["_output"]))
+        if evidence["_output"].get("second_opinion"):
+            lines.append(_opinion_sentence(evidence["_output"]["second_opinion"], evidence["_output"].get("perturbations", [])))
         summary["output"] = evidence["_output"]
         if evidence["_output"].get("protected"):
             lines.append(_protected_sentence(evidence["_output"]["protected"], evidence["_output"].get("fallback")))

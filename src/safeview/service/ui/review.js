@@ -168,7 +168,10 @@ function attributeLines(result) {
   for (const d of report.detectors) if (d.status !== "ran") lines.push(`${d.name}: ${d.status}`);
   if (report.unchecked.length) lines.push(`not checked: ${report.unchecked.join(", ")}`);
   const opinion = result.verification && result.verification.second_opinion;
-  if (opinion) lines.push(`second opinion on the output: ${opinion.passed ? "passed" : "FAILED"}${opinion.complete ? "" : " (not every detector ran)"}`);
+  if (opinion) {
+    const copies = (opinion.copies || []).length ? ` and its copies (${opinion.copies.join(", ")})` : "";
+    lines.push(`second opinion on the output${copies}: ${opinion.passed ? "passed" : "FAILED"}${opinion.complete ? "" : " (not every detector ran)"}`);
+  }
   return lines;
 }
 
