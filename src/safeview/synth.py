@@ -194,6 +194,13 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
+@lru_cache(maxsize=None)
+def _is_grey(name: str) -> bool:
+    """Whether a real photo is greyscale (its channels equal), computed once per photo."""
+    photo = real_photo(name)
+    return bool((photo[..., 0] == photo[..., 1]).all() and (photo[..., 1] == photo[..., 2]).all())
+
+
 def _recolour(rng: np.random.Generator, image: np.ndarray, *, grey: bool) -> np.ndarray:
     """Colour jitter: a tint for a grey photo, then saturation, contrast, brightness, white balance."""
     image = image.astype(float)
@@ -216,8 +223,7 @@ def _photo_background(rng: np.random.Generator, size: int, photos: Sequence[str]
     y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
     image = np.rot90(photo[y : y + side, x : x + side], int(rng.integers(4)) if rng.random() < 0.3 else 0)
     image = _resize(np.ascontiguousarray(image[:, ::-1] if rng.random() < 0.5 else image), size)
-    grey = bool(np.ptp(photo.astype(int)[..., 0] - photo[..., 1]) == 0)
-    return _recolour(rng, image, grey=grey)
+    return _recolour(rng, image, grey=_is_grey(name))
 
 
 def _procedural_background(rng: np.random.Generator, size: int) -> np.ndarray:
