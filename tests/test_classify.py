@@ -99,3 +99,24 @@ def test_update_checkpoint_metadata_keeps_the_weights(tmp_path, small_classifier
     (tmp_path / "junk.safeview").write_bytes(b"junk")
     with pytest.raises(ModelError):
         update_checkpoint_metadata(tmp_path / "junk.safeview", {"x": 1})
+
+
+def test_remembered_forwards_each_input_once_and_only_inside_the_block():
+    from scenes import RedDetector
+
+    from safeview.classify import remembered
+
+    clf = RedDetector.build()
+    calls = []
+    clf.module.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(2))
+    first = clf.predict_proba([a, b])
+    with remembered([clf]):
+        inside = clf.predict_proba([a, b, a])  # a repeated in the batch: forwarded once
+        again = clf.predict_proba([b, a])  # both known
+    assert calls == [2, 2]
+    np.testing.assert_allclose(inside, first[[0, 1, 0]], atol=1e-6)
+    np.testing.assert_allclose(again, first[[1, 0]], atol=1e-6)
+    clf.predict_proba([a])  # the block is over: forwarded again
+    assert calls == [2, 2, 1]

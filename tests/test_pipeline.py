@@ -336,3 +336,63 @@ def test_the_part_of_the_content_inside_a_protected_box_is_still_hidden(photo):
     kept = result.protected[0]
     evidence = box & ~truth
     assert 0.0 < kept.kept < 1.0 and (result.artifacts.obfuscated[evidence] == image[evidence]).all(axis=1).mean() > 0.99
+
+
+def _forward_log(classifiers):
+    """Hooks recording, per model, every input row forwarded: (digest, whether with gradients)."""
+    import hashlib
+
+    log = []
+
+    def hook(module, inputs, _output):
+        x = inputs[0]
+        for row in x.detach().float().cpu().numpy():
+            log.append((id(module), hashlib.sha1(row.tobytes()).hexdigest(), x.requires_grad))
+
+    return log, [c.module.register_forward_hook(hook) for c in classifiers]
+
+
+def test_no_input_is_forwarded_twice_by_a_model(red_classifier, red_scene, photo):
+    """Issue 18: classification, search, completion's re-check and verification never repeat a
+    forward on the same input; the only repeat is the gradient forward of the attribution on an
+    image the model already classified (a prediction carries no gradients). The third image repeats
+    the first (a duplicate upload): its predictions all come from the first's, and only its two
+    attributions (original, re-check) are computed again."""
+    from scenes import ColourFragmentDetector
+
+    pink = ColourFragmentDetector.build()
+    image, _ = red_scene
+    plain = photo.copy()
+    plain[60:90, 8:40] = (232, 150, 172)  # content for the second model only
+    log, handles = _forward_log([red_classifier, pink])
+    try:
+        results = Safeguard([red_classifier, pink]).scan_many([image, plain, image.copy()])
+    finally:
+        for h in handles:
+            h.remove()
+    assert all(r.verdict == "unsafe" for r in results)
+    seen, repeats = set(), []
+    for model, digest, grad in log:
+        if (model, digest) in seen:
+            repeats.append(grad)
+        seen.add((model, digest))
+    assert all(repeats), "a prediction was computed twice for the same input"
+    flagged = sum(len(r.counterfactuals) for r in results)
+    assert 0 < len(repeats) <= 2 * flagged
+
+
+def test_the_obfuscated_frame_is_computed_once_per_image(red_classifier, red_scene, monkeypatch):
+    """Issue 18: the search tries many masks, completion and verification more; the blurred frame
+    they take pixels from is computed once per image obfuscated, not once per query."""
+    from safeview import obfuscate
+
+    calls = []
+    real = obfuscate._blurred
+    monkeypatch.setattr(obfuscate, "_blurred", lambda image, *a, **k: calls.append(image.shape) or real(image, *a, **k))
+    result = Safeguard([red_classifier]).scan(red_scene[0])
+    assert result.verdict == "unsafe" and result.counterfactuals[0].queries > 3
+    assert calls == [red_scene[0].shape]
+    calls.clear()
+    big = np.kron(red_scene[0], np.ones((12, 12, 1), np.uint8))  # above the working side: CSE on a copy
+    result = Safeguard([red_classifier]).scan(big)
+    assert result.obfuscated_safe and len(calls) == 2  # the working copy's frame, then the original's

@@ -93,6 +93,7 @@ def _full_gradients(
     try:
         x = x.detach().requires_grad_(True)
         logits = classifier.logits(x)
+        classifier.remember(x, logits)  # the same forward's prediction, for a scan's later checks of this input
         index = torch.as_tensor(list(targets), device=logits.device).view(-1, 1)
         score = logits.gather(1, index).sum()
         (input_grad,) = torch.autograd.grad(score, x)

@@ -9,13 +9,17 @@ one file, loaded with ``torch.load(weights_only=True)`` so a model file can neve
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +34,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CHECKPOINT_FORMAT = "safeview-classifier"
 CHECKPOINT_VERSION = 1
+
+#: per thread: while :func:`remembered` is active, id(classifier) -> {input digest: probabilities}
+_MEMO = threading.local()
+#: inputs a memo keeps (each entry is a digest and C floats; the oldest are dropped first)
+MEMO_SIZE = 4096
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
@@ -170,16 +179,37 @@ class Classifier:
         return self.module(x) / self.temperature
 
     def predict_proba(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
-        """Class probabilities ``(N, C)`` for a batch of uint8 RGB images."""
+        """Class probabilities ``(N, C)`` for a batch of uint8 RGB images. Inside
+        :func:`remembered`, an input this classifier has already seen is not forwarded again."""
         images = _as_list(images)
         out = []
+        memo = _memo_of(self)
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 x = self.tensor(images[start : start + self.batch_size])
-                out.append(torch.softmax(self.logits(x).float(), dim=1).cpu().numpy())
+                if memo is None:
+                    out.append(torch.softmax(self.logits(x).float(), dim=1).cpu().numpy())
+                    continue
+                keys = _digests(x)
+                todo = {key: i for i, key in reversed(list(enumerate(keys))) if key not in memo}  # first of each
+                if todo:
+                    fresh = torch.softmax(self.logits(x[list(todo.values())]).float(), dim=1).cpu().numpy()
+                    for key, row in zip(todo, fresh):
+                        _memo_put(memo, key, row)
+                out.append(np.stack([memo[key] for key in keys]))
         if not out:
             return np.zeros((0, len(self.labels)), np.float32)
         return np.concatenate(out).astype(np.float32)
+
+    def remember(self, x: torch.Tensor, logits: torch.Tensor) -> None:
+        """Record the :meth:`logits` of the preprocessed batch ``x`` that another forward (an
+        attribution's, with gradients) computed, so that :meth:`predict_proba` inside
+        :func:`remembered` does not compute them again."""
+        memo = _memo_of(self)
+        if memo is not None:
+            probabilities = torch.softmax(logits.detach().float(), dim=1).cpu().numpy()
+            for key, row in zip(_digests(x), probabilities):
+                _memo_put(memo, key, row)
 
     __call__ = predict_proba
 
@@ -211,6 +241,43 @@ class Classifier:
         torch.save(payload, tmp)
         os.replace(tmp, path)
         return path
+
+
+@contextmanager
+def remembered(classifiers: Iterable[Classifier]) -> Iterator[None]:
+    """While the block runs (in this thread), each of ``classifiers`` forwards every distinct
+    preprocessed input once: the probabilities of :meth:`Classifier.predict_proba` and of the
+    forwards recorded with :meth:`Classifier.remember` are reused for the same input (issue 18:
+    the search, the re-check's attribution and the verification see some images twice). For a
+    block in which the weights do not change, such as one scan."""
+    memos = _MEMO.__dict__.setdefault("memos", {})
+    entered = [id(c) for c in classifiers if id(c) not in memos]
+    for key in entered:
+        memos[key] = OrderedDict()
+    try:
+        yield
+    finally:
+        for key in entered:
+            memos.pop(key, None)
+
+
+def _memo_of(classifier: Classifier) -> "OrderedDict[bytes, np.ndarray] | None":
+    memos = getattr(_MEMO, "memos", None)
+    return memos.get(id(classifier)) if memos else None
+
+
+def _memo_put(memo: "OrderedDict[bytes, np.ndarray]", key: bytes, row: np.ndarray) -> np.ndarray:
+    memo[key] = row
+    memo.move_to_end(key)
+    while len(memo) > MEMO_SIZE:
+        memo.popitem(last=False)
+    return row
+
+
+def _digests(x: torch.Tensor) -> list[bytes]:
+    """One digest per preprocessed input of the batch (its exact float values and shape)."""
+    rows = x.detach().cpu().contiguous().numpy()
+    return [hashlib.sha1(repr(row.shape).encode() + row.tobytes()).digest() for row in rows]
 
 
 def _as_list(images: np.ndarray | Iterable[np.ndarray]) -> list[np.ndarray]:

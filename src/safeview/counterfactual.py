@@ -541,13 +541,31 @@ def cse(
     cut at their boundary, the search and its completion run on the unprotected regions, and a
     protected region is obfuscated only when they cannot hide the content: the search then runs
     again over every region in Def. 1 order, and verification extends into protected regions (best
-    first) only once the unprotected ones are used up."""
+    first) only once the unprotected ones are used up. No input is forwarded twice by the same
+    model (:func:`safeview.classify.remembered`)."""
+    from .classify import remembered
+
+    with remembered([classifier, *verifiers]):
+        return _cse(classifier, image, target, config=config or CSEConfig(), verifiers=verifiers,
+                    original_probabilities=original_probabilities, protected=protected)
+
+
+def _cse(
+    classifier: "Classifier",
+    image: np.ndarray,
+    target: int | None,
+    *,
+    config: CSEConfig,
+    verifiers: Sequence["Classifier"],
+    original_probabilities: np.ndarray | None,
+    protected: np.ndarray | None,
+) -> CSEResult:
+    """:func:`cse`'s steps."""
     from .attribute import attribution_map
     from .protect import cut_segments, protected_regions
     from .segment import segment
     from .verify import perturbed_copies, verify
 
-    config = config or CSEConfig()
     image = np.ascontiguousarray(image)
     timings: dict[str, float] = {}
     unsafe_idx = classifier.unsafe_indices

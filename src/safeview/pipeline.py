@@ -21,11 +21,10 @@ import numpy as np
 
 from . import __version__
 from .attributes import SECOND_OPINION_COPIES, SecondOpinion, add_findings, detect, second_opinion
-from .classify import Classifier, load_model_set
+from .classify import Classifier, load_model_set, remembered
 from .config import ConfigError, ScanConfig
 from .counterfactual import cse
 from .images import LoadedImage, as_rgb_array, full_mask, load_image_info, working_copy
-from .obfuscate import Obfuscator
 from .protect import ProtectedRegion, kept_shares, resolve as resolve_protection, union as protection_union, working_protection
 from .rationale import rationale as make_rationale
 from .schema import (
@@ -148,20 +147,21 @@ class Safeguard:
                 loaded.append(exc)
             load_seconds.append(time.perf_counter() - t)
         ok = [item for item in loaded if isinstance(item, LoadedImage)]
-        t = time.perf_counter()
-        categories = iter(self._classify([item.array for item in ok]))
-        classify_share = (time.perf_counter() - t) / max(1, len(ok))
-        for item, seconds, regions in zip(loaded, load_seconds, protect or [None] * len(loaded)):
-            if isinstance(item, Exception):
-                yield item
-                continue
-            try:
-                yield self._explain(item, next(categories), {"load": seconds, "classify": classify_share}, regions)
-            except Exception as exc:
-                if not return_exceptions:
-                    raise
-                log.debug("%s: scan failed", item.source, exc_info=True)
-                yield exc
+        with remembered(self.classifiers):  # no input is forwarded twice by the same model within these scans
+            t = time.perf_counter()
+            categories = iter(self._classify([item.array for item in ok]))
+            classify_share = (time.perf_counter() - t) / max(1, len(ok))
+            for item, seconds, regions in zip(loaded, load_seconds, protect or [None] * len(loaded)):
+                if isinstance(item, Exception):
+                    yield item
+                    continue
+                try:
+                    yield self._explain(item, next(categories), {"load": seconds, "classify": classify_share}, regions)
+                except Exception as exc:
+                    if not return_exceptions:
+                        raise
+                    log.debug("%s: scan failed", item.source, exc_info=True)
+                    yield exc
 
     def _classify(self, images: list[np.ndarray]) -> list[list[CategoryResult]]:
         """Every model's verdict on every image, one batched forward per model."""
@@ -204,6 +204,7 @@ class Safeguard:
         image = loaded.array
         config = self.config
         artifacts = ScanArtifacts(image=image)
+        obfuscate = config.obfuscator()  # one per image: its obfuscated frame is computed once
         counterfactuals: list[CounterfactualResult] = []
         # CSE runs on a working copy of at most working_side pixels a side; its masks are mapped back
         work = working_copy(image, self.scan_config.working_side)
@@ -259,7 +260,7 @@ class Safeguard:
             if protected is not None:  # the mapping's rounding never reaches protected pixels CSE kept
                 full &= ~protected | full_mask(union & protected_work, image.shape[:2])
             union = full
-            current = Obfuscator(config.style, **config.style_params)(image, union) if union.any() else image
+            current = obfuscate(image, union) if union.any() else image
             last_check = None
         verdict = "unsafe" if any(c.unsafe for c in categories) else "safe"
         result_kwargs: dict = {}
@@ -283,7 +284,7 @@ class Safeguard:
                 found = add_findings(found, opinion)
                 grown = _attribute_area(opinion, image.shape[:2], protected) & ~union
                 artifacts.grown, union = (grown if grown.any() else None), union | grown
-                current = Obfuscator(config.style, **config.style_params)(image, union)
+                current = obfuscate(image, union)
                 check = verify(self.classifiers, current, threshold=config.threshold, margin=config.margin,
                                perturbations=config.perturbations, flagged=flagged_models)
                 opinion = second_opinion(current, detectors, copies)
@@ -295,7 +296,7 @@ class Safeguard:
                 fallback = self.scan_config.fallback
                 union = {"full": np.ones_like(union), "prefix": union, "none": np.zeros_like(union)}[fallback]
                 # the verification recorded stays that of the search's output, the one that failed
-                current = Obfuscator(config.style, **config.style_params)(image, union) if fallback == "full" else current
+                current = obfuscate(image, union) if fallback == "full" else current
             artifacts.obfuscated = current if union.any() else None
             if artifacts.grown is not None and not (artifacts.grown & union).any():
                 artifacts.grown = None  # fallback 'none': nothing the second opinion found is obfuscated either
