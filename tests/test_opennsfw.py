@@ -102,3 +102,28 @@ def test_gradcam_default_layer_is_a_spatial_map():
     clf = load_classifier("open-nsfw")
     attribution = attribution_map(clf, data.astronaut()[::4, ::4].copy(), 0, "gradcam")
     assert attribution.shape == (128, 128) and attribution.max() > 0
+
+
+def test_predictions_run_in_onnxruntime_until_the_weights_change(images):
+    """Issue 18: predictions need no gradients and onnxruntime computes them faster; once the
+    module's weights are changed, predictions must follow the module, not the original graph."""
+    import dataclasses
+
+    from safeview import opennsfw
+
+    module, runtime, _ = opennsfw._convert.__wrapped__(str(onnx_path()), "cpu")  # its own, changed below
+    calls = []
+    clf = dataclasses.replace(load_classifier("open-nsfw"), module=module,
+                              runtime=lambda x: calls.append(len(x)) or runtime(x))
+    x = clf.tensor(images)
+    with torch.no_grad():
+        by_module = torch.softmax(clf.logits(x), 1).numpy()
+    np.testing.assert_allclose(clf.predict_proba(images), by_module, rtol=0, atol=1e-5)
+    assert calls == [len(images)]
+    with torch.no_grad():
+        last = [m for m in clf.module.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last.bias.add_(5.0)
+        changed = torch.softmax(clf.logits(x), 1).numpy()
+    assert np.abs(changed - by_module).max() > 1e-3
+    np.testing.assert_allclose(clf.predict_proba(images), changed, rtol=0, atol=1e-6)
+    assert calls == [len(images)]
