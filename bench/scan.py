@@ -7,6 +7,10 @@ figures include model loading, decoding, CSE on the unsafe images, the per-image
 and the HTML report. Peak RSS is that of the process tree, sampled every 0.2 s.
 
     python bench/scan.py --n 500 --models default,demo --batch-sizes 1,8 --out bench/results/scan.md
+
+``--compare DIR`` runs every configuration a second time with another checkout's ``src`` first on
+``PYTHONPATH`` (e.g. a ``git worktree`` of an older commit), alternating with this one, for a
+before/after in the same run on the same images and models.
 """
 
 from __future__ import annotations
@@ -37,17 +41,21 @@ def make_images(folder: Path, n: int, size: int) -> None:
             Image.fromarray(make_sample(CATEGORIES[i % 3], unsafe=i % 5 == 0, seed=10_000 + i, size=size).image).save(path)
 
 
-def run_scan(images: Path, models: str, batch_size: int, threads: int) -> dict:
-    """One ``safeview scan`` in a fresh process: wall seconds, peak RSS, verdict counts."""
+def run_scan(images: Path, models: str, batch_size: int, threads: int, src: Path | None = None) -> dict:
+    """One ``safeview scan`` in a fresh process (with ``src`` first on the path, when given): wall
+    seconds, peak RSS, verdict counts."""
     out = Path(tempfile.mkdtemp(prefix=f"scan-{models}-{batch_size}-"))
     cmd = [str(Path(sys.executable).with_name("safeview")), "scan", str(images), "--out", str(out),
            "--models", models, "--batch-size", str(batch_size), "--force"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     code, _, stderr, wall, peak_mb = run_measured(cmd, env)
     if code:
         raise SystemExit(f"safeview scan --models {models} --batch-size {batch_size} failed: {stderr.strip()[-500:]}")
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     return {
+        "code": "this checkout" if src is None else f"{src.parent.name} ({_commit(src.parent)})",
         "models": models,
         "batch_size": batch_size,
         "images": len(results),
@@ -60,6 +68,13 @@ def run_scan(images: Path, models: str, batch_size: int, threads: int) -> dict:
     }
 
 
+def _commit(tree: Path) -> str:
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h"], capture_output=True, text=True)
+    return done.stdout.strip() or "?"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500)
@@ -68,34 +83,42 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--threads", type=int, default=2, help="torch and numba threads of the scan process")
     parser.add_argument("--images", type=Path, default=Path(tempfile.gettempdir()) / "safeview-scan-bench")
+    parser.add_argument("--compare", type=Path, default=None, help="another checkout, run alongside (its src/ first on the path)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     make_images(args.images, args.n, args.size)
+    load_before = os.getloadavg()[0]
+    trees = [None] if args.compare is None else [args.compare.resolve() / "src", None]
     rows = []
     for models in args.models.split(","):
         for batch_size in map(int, args.batch_sizes.split(",")):
-            rows.append(run_scan(args.images, models, batch_size, args.threads))
-            print(json.dumps(rows[-1]), flush=True)
+            for src in trees:
+                rows.append(run_scan(args.images, models, batch_size, args.threads, src))
+                print(json.dumps(rows[-1]), flush=True)
     lines = [
         "# `safeview scan` throughput",
         "",
         f"Command: `python bench/scan.py {' '.join(sys.argv[1:])}` ({platform.machine()}, {os.cpu_count()} cores, "
-        f"{args.threads} torch/numba threads, load average at end {os.getloadavg()[0]:.1f}). {args.n} synthetic-benchmark "
+        f"{args.threads} torch/numba threads, load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end). {args.n} synthetic-benchmark "
         f"PNGs of {args.size}², a stand-in on every fifth. Whole CLI runs (model loading, report included).",
         "",
-        "| models | --batch-size | images | unsafe | images/s | wall s | classify s (sum) | CSE s (sum) | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| code | models | --batch-size | images | unsafe | images/s | wall s | classify s (sum) | CSE s (sum) | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['models']} | {r['batch_size']} | {r['images']} | {r['unsafe']} | {r['images_per_s']:.2f} | {r['wall_s']:.1f} "
+            f"| {r['code']} | {r['models']} | {r['batch_size']} | {r['images']} | {r['unsafe']} | {r['images_per_s']:.2f} | {r['wall_s']:.1f} "
             f"| {r['classify_s']:.1f} | {r['cse_s']:.1f} | {r['peak_rss_mb']:.0f} |"
         )
-    base = {r["models"]: r for r in rows if r["batch_size"] == 1}
+    base = {r["models"]: r for r in rows if r["batch_size"] == 1 and r["code"] == "this checkout"}
     ratios = [f"{r['models']} at {r['batch_size']}: {r['images_per_s'] / base[r['models']]['images_per_s']:.2f}×"
-              for r in rows if r["batch_size"] != 1 and r["models"] in base]
+              for r in rows if r["batch_size"] != 1 and r["models"] in base and r["code"] == "this checkout"]
     if ratios:
         lines += ["", "Speed-up over one image at a time: " + "; ".join(ratios) + "."]
+    if args.compare is not None:
+        pairs = [f"{new['models']} at {new['batch_size']}: {new['images_per_s'] / old['images_per_s']:.2f}×"
+                 for old, new in zip(rows[::2], rows[1::2])]
+        lines += ["", "This checkout over the compared one: " + "; ".join(pairs) + "."]
     emit("\n".join(lines) + "\n", args.out)
 
 

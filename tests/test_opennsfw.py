@@ -111,9 +111,9 @@ def test_predictions_run_in_onnxruntime_until_the_weights_change(images):
 
     from safeview import opennsfw
 
-    module, runtime, _ = opennsfw._convert.__wrapped__(str(onnx_path()), "cpu")  # its own, changed below
+    module, runtime = opennsfw._convert.__wrapped__(str(onnx_path()), "cpu"), opennsfw._session(str(onnx_path()))
     calls = []
-    clf = dataclasses.replace(load_classifier("open-nsfw"), module=module,
+    clf = dataclasses.replace(load_classifier("open-nsfw"), module=module,  # its own module, changed below
                               runtime=lambda x: calls.append(len(x)) or runtime(x))
     x = clf.tensor(images)
     with torch.no_grad():

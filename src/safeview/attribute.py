@@ -22,15 +22,16 @@ from __future__ import annotations
 import inspect
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .classify import Classifier
 from .errors import ImageError, ModelError, SafeViewError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: pytorch-grad-cam hooks the shared module (and Ablation-CAM swaps one of its layers), so calls
 #: through the library are serialised; our FullGrad only hooks outputs of its own thread's forward.
@@ -47,6 +48,9 @@ def _effective_bias(module: nn.Module) -> torch.Tensor | None:
     so its bias is β − μγ/√(σ² + ε) (γ = 1, β = 0 without affine parameters). A BatchNorm without
     running statistics normalises with the batch's own and has no fixed bias: it contributes none.
     """
+    import torch
+    from torch import nn
+
     if isinstance(module, nn.BatchNorm2d):
         if module.running_mean is None or module.running_var is None:
             return None
@@ -75,6 +79,8 @@ def _full_gradients(
     in-place op (e.g. ``ReLU(inplace=True)``) can modify a layer's output, and so receive the
     gradient of the layer's own output. The module hooks are removed even if the model fails.
     """
+    import torch
+
     module = classifier.module
     biases = {m: b for m in module.modules() if (b := _effective_bias(m)) is not None}
     caller = threading.get_ident()
@@ -112,6 +118,8 @@ def _fullgrad(classifier: Classifier, x: torch.Tensor, targets: Sequence[int], *
     ``per_channel=True`` reproduces pytorch-grad-cam's ``FullGrad``: every channel is min–max
     normalised on its own (ε = 1e-7) and resized like OpenCV (``align_corners=False``).
     """
+    import torch.nn.functional as F
+
     eps, dims = (1e-7, (2, 3)) if per_channel else (1e-6, (1, 2, 3))
 
     def normalised_channel_sum(term: torch.Tensor) -> torch.Tensor:
@@ -147,6 +155,8 @@ def default_target_layer(module: nn.Module, x: torch.Tensor) -> str:
     """Name of the CAM target layer: the module that last produces a spatial feature map (4-D,
     both sides > 1) in one forward of ``x``, among modules called once — for a ResNet, the last
     stage (``layer4``). Found by running the model, so it works for any graph, converted ones too."""
+    import torch
+
     order: list[tuple[str, tuple[int, ...]]] = []
     calls: dict[str, int] = {}
 
@@ -173,6 +183,8 @@ def default_target_layer(module: nn.Module, x: torch.Tensor) -> str:
 
 
 def _resolve_layer(module: nn.Module, x: torch.Tensor, target_layer: str | nn.Module | None) -> nn.Module:
+    from torch import nn
+
     if isinstance(target_layer, nn.Module):
         return target_layer
     name = target_layer or default_target_layer(module, x)
@@ -247,6 +259,8 @@ def _ablation_values(minimum: torch.Tensor, channels: int, batch_size: int) -> t
     current minimum of its batch of copies less 1e7 — and as each copy's ablation lowers that
     minimum, the ``k``-th copy of a batch of ``batch_size`` gets ``minimum − (k + 1)·1e7``
     (computed in float32 step by step, as there)."""
+    import torch
+
     if bool(minimum == 0):
         return torch.zeros(channels, dtype=minimum.dtype, device=minimum.device)
     steps, value = [], minimum
@@ -292,6 +306,8 @@ def _ablationcam(
     is the library's; it decides nothing else except the ablation value of a layer whose output has
     no zero (:func:`_ablation_values`). Scores are the module's raw outputs, as the library takes
     them (a temperature cancels in the weights)."""
+    import torch
+
     module = classifier.module
     layer = _resolve_layer(module, x, target_layer)
     if batch_size < 1 or (copies_per_forward is not None and copies_per_forward < 1):

@@ -5,6 +5,10 @@ A :class:`Classifier` owns its labels, which of them are unsafe, its exact prepr
 probability temperature; ``predict_proba`` is the ``predict`` callable the counterfactual search
 needs, and ``module``/``tensor`` give attribution methods the differentiable path. Checkpoints are
 one file, loaded with ``torch.load(weights_only=True)`` so a model file can never run code.
+
+torch is imported only when a torch module is used: a classifier whose predictions run in its
+``runtime`` (Open-NSFW in onnxruntime) and whose module is :class:`Deferred` classifies without it,
+so loading the default model and scanning safe images skips torch's import (issue 18: start-up).
 """
 
 from __future__ import annotations
@@ -19,16 +23,18 @@ from dataclasses import asdict, dataclass, field
 from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 from .errors import ModelError
 from .inputs import file_sha256
 from .schema import CATEGORIES
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,7 +118,8 @@ class Classifier:
     to ``(N, C)`` probabilities, which is the ``predict`` contract of the counterfactual search.
     """
 
-    module: nn.Module
+    #: or a :class:`Deferred`, built on first access (the attribute then holds the module)
+    module: "nn.Module" = field(repr=False, compare=False)
     labels: list[str]
     unsafe_labels: list[str]
     name: str = "classifier"
@@ -133,8 +140,14 @@ class Classifier:
             raise ModelError(
                 f"{self.name}: unsafe labels {self.unsafe_labels} must be a non-empty proper subset of {self.labels}"
             )
-        self.module.eval().to(self.device)
-        self._weights_version = _weights_version(self.module)
+        if not isinstance(self.__dict__["_module"], Deferred):
+            self._adopt(self.__dict__["_module"])
+
+    def _adopt(self, module: "nn.Module") -> "nn.Module":
+        module.eval().to(self.device)
+        self.__dict__["_module"] = module
+        self._weights_version = _weights_version(module)
+        return module
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -174,22 +187,39 @@ class Classifier:
     def safe_indices(self) -> list[int]:
         return [i for i, label in enumerate(self.labels) if label not in self.unsafe_labels]
 
-    def tensor(self, images: np.ndarray | Iterable[np.ndarray]) -> torch.Tensor:
-        """Preprocess uint8 RGB images into one ``(N, 3, h, w)`` float tensor on the device."""
-        batch = np.stack([self.preprocess.array(np.asarray(img)) for img in _as_list(images)])
-        return torch.from_numpy(batch).to(self.device)
+    def batch(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
+        """Preprocess uint8 RGB images into one ``(N, 3, h, w)`` float32 array."""
+        return np.stack([self.preprocess.array(np.asarray(img)) for img in _as_list(images)])
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def tensor(self, images: np.ndarray | Iterable[np.ndarray]) -> "torch.Tensor":
+        """Preprocess uint8 RGB images into one ``(N, 3, h, w)`` float tensor on the device."""
+        import torch
+
+        return torch.from_numpy(self.batch(images)).to(self.device)
+
+    def logits(self, x: "torch.Tensor") -> "torch.Tensor":
         """Temperature-scaled logits of a preprocessed batch (differentiable)."""
         return self.module(x) / self.temperature
 
-    def _predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`logits` without gradients: by :attr:`runtime` where it applies (a CPU tensor, an
-        eval-mode module whose weights have not changed since it was built), else by the module."""
-        if (self.runtime is not None and x.device.type == "cpu" and not self.module.training
-                and _weights_version(self.module) == self._weights_version):
-            return torch.from_numpy(self.runtime(x.numpy())) / self.temperature
-        return self.logits(x)
+    def _runtime_applies(self) -> bool:
+        """Whether :attr:`runtime` computes what the module would: a CPU classifier whose module
+        was never built, or is in eval mode with the weights it was built with."""
+        if self.runtime is None or not str(self.device).startswith("cpu"):
+            return False
+        module = self.__dict__["_module"]
+        return isinstance(module, Deferred) or (not module.training and _weights_version(module) == self._weights_version)
+
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax of the temperature-scaled logits of a preprocessed batch, without gradients."""
+        if self._runtime_applies():
+            logits = np.asarray(self.runtime(batch), np.float32) / np.float32(self.temperature)  # type: ignore[misc]
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return shifted / shifted.sum(axis=1, keepdims=True)
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device)
+            return torch.softmax(self.logits(x).float(), dim=1).cpu().numpy()
 
     def predict_proba(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
         """Class probabilities ``(N, C)`` for a batch of uint8 RGB images. Inside
@@ -197,31 +227,31 @@ class Classifier:
         images = _as_list(images)
         out = []
         memo = _memo_of(self)
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                x = self.tensor(images[start : start + self.batch_size])
-                if memo is None:
-                    out.append(torch.softmax(self._predict_logits(x).float(), dim=1).cpu().numpy())
-                    continue
-                keys = _digests(x)
-                todo = {key: i for i, key in reversed(list(enumerate(keys))) if key not in memo}  # first of each
-                if todo:
-                    fresh = torch.softmax(self._predict_logits(x[list(todo.values())]).float(), dim=1).cpu().numpy()
-                    for key, row in zip(todo, fresh):
-                        _memo_put(memo, key, row)
-                out.append(np.stack([memo[key] for key in keys]))
+        for start in range(0, len(images), self.batch_size):
+            batch = self.batch(images[start : start + self.batch_size])
+            if memo is None:
+                out.append(self._probabilities(batch))
+                continue
+            keys = _digests(batch)
+            todo = {key: i for i, key in reversed(list(enumerate(keys))) if key not in memo}  # first of each
+            if todo:
+                for key, row in zip(todo, self._probabilities(batch[list(todo.values())])):
+                    _memo_put(memo, key, row)
+            out.append(np.stack([memo[key] for key in keys]))
         if not out:
             return np.zeros((0, len(self.labels)), np.float32)
         return np.concatenate(out).astype(np.float32)
 
-    def remember(self, x: torch.Tensor, logits: torch.Tensor) -> None:
+    def remember(self, x: "torch.Tensor", logits: "torch.Tensor") -> None:
         """Record the :meth:`logits` of the preprocessed batch ``x`` that another forward (an
         attribution's, with gradients) computed, so that :meth:`predict_proba` inside
         :func:`remembered` does not compute them again."""
         memo = _memo_of(self)
         if memo is not None:
+            import torch
+
             probabilities = torch.softmax(logits.detach().float(), dim=1).cpu().numpy()
-            for key, row in zip(_digests(x), probabilities):
+            for key, row in zip(_digests(x.detach().cpu().numpy()), probabilities):
                 _memo_put(memo, key, row)
 
     __call__ = predict_proba
@@ -251,6 +281,8 @@ class Classifier:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
+        import torch
+
         torch.save(payload, tmp)
         os.replace(tmp, path)
         return path
@@ -287,16 +319,39 @@ def _memo_put(memo: "OrderedDict[bytes, np.ndarray]", key: bytes, row: np.ndarra
     return row
 
 
-def _weights_version(module: nn.Module) -> tuple[int, int]:
+class Deferred:
+    """A classifier's torch module built on first use by ``build()`` (a zero-argument callable):
+    a classifier that predicts through its ``runtime`` imports torch only when it is asked for
+    gradients (attribution) or its module."""
+
+    def __init__(self, build: Callable[[], "nn.Module"]) -> None:
+        self.build = build
+
+
+def _module_get(self: Classifier) -> "nn.Module":
+    module = self.__dict__["_module"]
+    return self._adopt(module.build()) if isinstance(module, Deferred) else module
+
+
+def _module_set(self: Classifier, module: "nn.Module | Deferred") -> None:
+    self.__dict__["_module"] = module
+    if not isinstance(module, Deferred) and "_weights_version" in self.__dict__:
+        self._weights_version = _weights_version(module)  # a module swapped in later (not at construction)
+
+
+#: ``Classifier.module``: the torch module, built from a :class:`Deferred` on first access
+Classifier.module = property(_module_get, _module_set)  # type: ignore[assignment]
+
+
+def _weights_version(module: "nn.Module") -> tuple[int, int]:
     """Changes whenever a parameter or buffer of ``module`` is replaced or changed in place."""
     tensors = [*module.parameters(), *module.buffers()]
     return sum(t._version for t in tensors), hash(tuple(t.data_ptr() for t in tensors))
 
 
-def _digests(x: torch.Tensor) -> list[bytes]:
+def _digests(batch: np.ndarray) -> list[bytes]:
     """One digest per preprocessed input of the batch (its exact float values and shape)."""
-    rows = x.detach().cpu().contiguous().numpy()
-    return [hashlib.sha1(repr(row.shape).encode() + row.tobytes()).digest() for row in rows]
+    return [hashlib.sha1(repr(row.shape).encode() + np.ascontiguousarray(row).tobytes()).digest() for row in batch]
 
 
 def _as_list(images: np.ndarray | Iterable[np.ndarray]) -> list[np.ndarray]:
@@ -318,6 +373,8 @@ def _preprocess_from_dict(d: dict[str, Any]) -> Preprocess:
 def read_torch_file(path: Path, *, missing: str, unreadable: str) -> Any:
     """``torch.load`` with ``weights_only=True`` (a file can never run code); a missing or
     unreadable file is a one-line :class:`ModelError` (``unreadable`` may hold ``{error}``)."""
+    import torch
+
     if not path.is_file():
         raise ModelError(f"{path}: {missing}")
     try:
@@ -371,6 +428,8 @@ def update_checkpoint_metadata(path: str | os.PathLike, updates: dict[str, Any])
         raise ModelError(f"{path}: not a SafeView classifier checkpoint (missing format marker)")
     payload["metadata"] = {**payload.get("metadata", {}), **updates}
     tmp = path.with_name(path.name + ".tmp")
+    import torch
+
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path

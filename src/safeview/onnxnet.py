@@ -1,5 +1,4 @@
-"""A feed-forward CNN's ONNX graph as a differentiable torch module (Open-NSFW's ResNet-50), and
-as an onnxruntime session for the predictions that need no gradients.
+"""A feed-forward CNN's ONNX graph as a differentiable torch module (Open-NSFW's ResNet-50).
 
 Hand-written because onnx2torch, the library that does this in general, imports torchvision and
 with it ``torch._dynamo`` (measured: 1.5 s of the 3 s SafeView took to import and load its
@@ -8,15 +7,10 @@ handful of operators, interpreted here node by node: ``Conv`` as ``nn.Conv2d`` a
 ``nn.ReLU`` modules (FullGrad and the CAM methods hook modules), ``Gemm`` as ``nn.Linear``, and the
 rest as functional ops. Any other operator, or an attribute these do not support, is a
 :class:`~safeview.errors.ModelError` naming it, so a graph is converted exactly or not at all.
-
-Predictions (classification, the search's candidates, verification) need no gradients; onnxruntime
-computes the same fp32 logits (within 1e-5) about 2× faster than the torch module on this CPU
-(bench/README.md, "Cheaper forwards"), so :class:`OnnxSession` serves them.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -152,39 +146,3 @@ def convert(model: onnx.ModelProto) -> OnnxCNN:
     """``model``'s graph as an :class:`OnnxCNN` in eval mode."""
     return OnnxCNN(model.graph).eval()
 
-
-class OnnxSession:
-    """An onnxruntime session of a logit graph (``model_bytes``, serialised ONNX; one NCHW float
-    input, logits out), callable as ``(N, C, H, W) float32 array -> (N, K) logits``. Created on
-    first use, with as many threads as torch may use then (so a worker's thread cap applies), and
-    never pickled (a copy sent to a worker process creates its own)."""
-
-    def __init__(self, model_bytes: bytes) -> None:
-        self._bytes = model_bytes
-        self._session: Any = None
-        self._lock = threading.Lock()
-
-    def _create(self) -> Any:
-        import onnxruntime as ort
-
-        from .threads import thread_limit
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, min(thread_limit(), torch.get_num_threads()))
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        return ort.InferenceSession(self._bytes, options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        with self._lock:
-            if self._session is None:
-                self._session = self._create()
-        session = self._session
-        (logits,) = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
-        return np.asarray(logits, np.float32)
-
-    def __getstate__(self) -> dict:
-        return {"_bytes": self._bytes}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["_bytes"])

@@ -15,6 +15,7 @@ import os
 import time
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -102,11 +103,9 @@ class Safeguard:
         return not (1.0 - unsafe_probability > self.config.threshold)
 
     def _versions(self) -> Versions:
-        import torch
-
         return Versions(
             safeview=__version__,
-            torch=torch.__version__,
+            torch=_torch_version(),
             models={c.name: str(c.metadata.get("sha256", "unknown")) for c in self.classifiers},
         )
 
@@ -408,6 +407,18 @@ def _attribute_area(opinion: SecondOpinion, shape: tuple[int, int], protected: n
     radius = max(1, round(0.02 * min(shape)))
     grown = cv2.dilate(area.astype(np.uint8), np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)) > 0
     return grown if protected is None else area | (grown & ~protected)
+
+
+@lru_cache(maxsize=1)
+def _torch_version() -> str:
+    """The installed torch's version (from its package metadata: a scan of safe images need not
+    import torch to report it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage, max_pixels: int) -> LoadedImage:
