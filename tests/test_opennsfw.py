@@ -127,3 +127,23 @@ def test_predictions_run_in_onnxruntime_until_the_weights_change(images):
     assert np.abs(changed - by_module).max() > 1e-3
     np.testing.assert_allclose(clf.predict_proba(images), changed, rtol=0, atol=1e-6)
     assert calls == [len(images)]
+
+
+def test_loading_and_scanning_a_safe_image_never_imports_torch():
+    """Issue 18 (start-up): the default model classifies through onnxruntime; torch and onnx are
+    imported only when an attribution needs the module (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, skimage.data\n"
+        "from safeview.pipeline import Safeguard\n"
+        "guard = Safeguard('default', attributes=[])\n"
+        "result = guard.scan(skimage.data.coffee())\n"
+        "assert result.verdict == 'safe', result.verdict\n"
+        "assert 'torch' not in sys.modules and 'onnx' not in sys.modules, 'torch imported'\n"
+        "module = guard.classifiers[0].module\n"
+        "assert 'torch' in sys.modules and type(module).__name__ == 'OnnxCNN'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
