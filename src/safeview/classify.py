@@ -129,8 +129,9 @@ class Classifier:
     metadata: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     batch_size: int = 32
-    #: the same logits as ``module`` without gradients, faster on a CPU (an onnxruntime session of
-    #: the model's own ONNX graph): ``(N, 3, h, w) float32 -> (N, C)``; used while the module's
+    #: the same logits as ``module`` without gradients, faster on a CPU (:mod:`safeview.runtime`:
+    #: an onnxruntime session of the model's own ONNX graph, or a folded channels-last copy of a
+    #: checkpoint's module): ``(N, 3, h, w) float32 -> (N, C)``; used on a CPU while the module's
     #: weights are those it was built with and the module is in eval mode
     runtime: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
@@ -386,6 +387,7 @@ def read_torch_file(path: Path, *, missing: str, unreadable: str) -> Any:
 def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu") -> Classifier:
     """Load a SafeView checkpoint file; a missing, corrupt or mismatched file is a :class:`ModelError`."""
     from . import nets
+    from .runtime import TorchRuntime
 
     path = Path(path)
     payload = read_torch_file(
@@ -415,6 +417,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu") -> Classifi
         temperature=float(payload.get("temperature", 1.0)),
         metadata=metadata,
         device=device,
+        runtime=TorchRuntime(module, _preprocess_from_dict(payload.get("preprocess", {})).input_size),
     )
 
 

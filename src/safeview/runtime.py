@@ -67,3 +67,55 @@ class OnnxSession:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["source"], layout=state["layout"], outputs=state["outputs"])
+
+
+class TorchRuntime:
+    """Callable as ``(N, C, H, W) float32 array -> (N, K) logits`` by a copy of a torch classifier's
+    ``module`` prepared for predictions only: every convolution followed directly by a BatchNorm
+    folded into one convolution, channels-last memory, no autograd. On this CPU that is 1.8× the
+    speed of the module for the small demo CNN and 1.2× for a ResNet-50, with the same fp32 logits
+    within 1e-5 (bench/results/forwards.md). The copy is made on first use; when it does not give
+    the module's logits on a probe input (a convolution and a BatchNorm that follow each other in
+    the module's definition but not in its forward), the module itself is used as it is."""
+
+    def __init__(self, module: Any, input_size: tuple[int, int]) -> None:
+        self.module, self.input_size = module, tuple(input_size)
+        self._fast: Any = None
+        self._lock = threading.Lock()
+
+    def _prepare(self) -> Any:
+        import copy
+
+        import torch
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        fast = copy.deepcopy(self.module).eval()
+        for parent in fast.modules():
+            names = list(parent._modules)
+            for a, b in zip(names, names[1:]):
+                conv, norm = parent._modules[a], parent._modules[b]
+                if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d) and norm.track_running_stats:
+                    parent._modules[a], parent._modules[b] = fuse_conv_bn_eval(conv, norm), torch.nn.Identity()
+        fast = fast.to(memory_format=torch.channels_last)
+        probe = torch.randn((2, 3, *self.input_size), generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            expected, got = self.module(probe).float(), fast(probe.contiguous(memory_format=torch.channels_last)).float()
+        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(expected.abs().max()))):
+            return self.module
+        return fast
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with self._lock:
+            if self._fast is None:
+                self._fast = self._prepare()
+        with torch.inference_mode():
+            x = torch.from_numpy(np.asarray(batch, np.float32)).contiguous(memory_format=torch.channels_last)
+            return self._fast(x).float().numpy()
+
+    def __getstate__(self) -> dict:
+        return {"module": self.module, "input_size": self.input_size}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["module"], state["input_size"])
