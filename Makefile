@@ -27,7 +27,10 @@ bench: setup
 # 10,000 synthetic images of the `train` recipe at seed 0 (backgrounds from the photos the models are
 # never measured on are left out; bare backgrounds and the other categories' objects are negatives),
 # one small CNN each, test accuracy stored in each checkpoint, then the false-alarm rate on the
-# held-out real photos measured and recorded.
+# held-out real photos measured and recorded. The cyberbullying gesture is the hardest stand-in: its
+# accuracy was still rising at the end of the first schedule (0.88), so it continues from its own
+# weights for two more one-cycle schedules at a third of the learning rate (6, then 8 epochs; same
+# seed, so the same held-out split).
 DEMO_DATA   ?= build/demo-data
 DEMO_N      ?= 30000
 DEMO_EPOCHS ?= 10
@@ -37,6 +40,12 @@ demo-models: setup
 	  $(VENV)/bin/safeview synth $(DEMO_DATA)-$$c --n $(DEMO_N) --seed 0 --recipe train --only $$c --force || exit 1; \
 	  $(VENV)/bin/safeview train $(DEMO_DATA)-$$c/$$c --category $$c --out src/safeview/data/models/demo_$$c.safeview \
 	    --epochs $(DEMO_EPOCHS) --patience 3 --image-size $(DEMO_SIZE) --seed 0 --force || exit 1; \
+	  case $$c in cyberbullying) more="6 8";; *) more="";; esac; \
+	  for e in $$more; do \
+	    cp src/safeview/data/models/demo_$$c.safeview $(DEMO_DATA)-$$c/init.safeview || exit 1; \
+	    $(VENV)/bin/safeview train $(DEMO_DATA)-$$c/$$c --category $$c --out src/safeview/data/models/demo_$$c.safeview \
+	      --init $(DEMO_DATA)-$$c/init.safeview --epochs $$e --lr 0.001 --patience 3 --image-size $(DEMO_SIZE) --seed 0 --force || exit 1; \
+	  done; \
 	  $(VENV)/bin/safeview evaluate src/safeview/data/models/demo_$$c.safeview --real-photos --record || exit 1; \
 	done
 

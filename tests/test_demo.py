@@ -1,7 +1,6 @@
 """`make demo`'s verdicts: the bundled demo images scanned as `make demo` scans them (the three demo
 models and Open-NSFW), each with the verdict its name promises: a benign photo or a distractor is
-safe, a stand-in is unsafe in its own category (the cyberbullying demo model, test accuracy 0.88,
-also fires on the sexual stand-in over the astronaut: a false alarm on a verdict that is right)."""
+safe, a stand-in is unsafe in its own category and in no other."""
 
 from __future__ import annotations
 
@@ -37,6 +36,6 @@ def test_make_demo_gives_every_bundled_image_its_verdict(tmp_path):
         flagged = {c["category"] for c in row["categories"] if c["unsafe"]}
         if name.startswith("standin_"):
             category = name.removeprefix("standin_").rsplit("_", 1)[0]
-            assert row["verdict"] == "unsafe" and category in flagged, (name, flagged)
+            assert row["verdict"] == "unsafe" and flagged == {category}, (name, flagged)
         else:
             assert row["verdict"] == "safe" and not flagged, (name, flagged)
