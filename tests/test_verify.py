@@ -99,3 +99,22 @@ def test_second_opinion_without_detectors_is_not_checked(monkeypatch):
     assert opinion.passed and not opinion.complete  # nothing found, but nothing looked
     assert [v.verdict for v in opinion.verdicts] == ["not checked", "not checked"]
     assert "not installed" in opinion.verdicts[0].detail
+
+
+def test_early_verification_stops_at_the_first_failure_without_classifying_copies(red_classifier, red_scene):
+    """Issue 18: a search candidate whose own unsafe probability is too high fails whatever its
+    copies say, so with ``early`` they are neither made nor classified; a pass checks every copy."""
+    image, truth = red_scene
+    sizes = []
+    red_classifier.module.register_forward_hook(lambda m, i, o: sizes.append(len(i[0])))
+    failed = verify([red_classifier], image, early=True)
+    assert not failed.passed and failed.unsafe_probabilities["red-detector"].keys() == {"output"}
+    assert failed.failures() == ["red-detector/output"] and sizes == [1]
+    full = verify([red_classifier], image)
+    assert not full.passed and set(full.unsafe_probabilities["red-detector"]) == {"output", *full.perturbations}
+    sizes.clear()
+    clean = red_scene[0].copy()
+    clean[truth] = (0, 120, 0)
+    passed = verify([red_classifier], clean, early=True)
+    assert passed.passed and set(passed.unsafe_probabilities["red-detector"]) == {"output", *passed.perturbations}
+    assert sizes == [1, len(passed.perturbations)]

@@ -564,7 +564,7 @@ def _cse(
     from .attribute import attribution_map
     from .protect import cut_segments, protected_regions
     from .segment import segment
-    from .verify import perturbed_copies, verify
+    from .verify import verify
 
     image = np.ascontiguousarray(image)
     timings: dict[str, float] = {}
@@ -616,12 +616,14 @@ def _cse(
     models = [classifier, *verifiers]
     flagged = [classifier.name, *[v.name for v in verifiers]]
 
-    def check(candidate: np.ndarray):
+    def check(candidate: np.ndarray, early: bool = False):
+        """Verification of a candidate output; ``early``: stop at its first failure (hide mode's
+        loop extends the search then, and a copy cannot turn a failed output into a pass)."""
         nonlocal queries
-        copies = perturbed_copies(candidate, config.perturbations)
-        queries += len(copies) * len(models)
-        return verify(models, candidate, threshold=config.threshold, margin=config.margin,
-                      perturbations=config.perturbations, flagged=flagged, copies=copies)
+        result = verify(models, candidate, threshold=config.threshold, margin=config.margin,
+                        perturbations=config.perturbations, flagged=flagged, early=early)
+        queries += sum(len(copies) for copies in result.unsafe_probabilities.values())
+        return result
 
     if search.found and config.mode == "hide":
         side = min(image.shape[:2])
@@ -644,7 +646,7 @@ def _cse(
                 if extra:
                     regions.extend(r for r in extra if r not in regions)
                     continue
-            verification = check(output)
+            verification = check(output, early=True)
             if verification.passed:
                 break
             covered = set(regions) | set(completed)

@@ -137,6 +137,7 @@ def verify(
     flagged: Sequence[str] | None = None,
     copies: list[np.ndarray] | None = None,
     known: Verification | None = None,
+    early: bool = False,
 ) -> Verification:
     """Classify ``image`` and its perturbed copies with every model (one forward per model) and
     decide whether it is safe to show.
@@ -146,23 +147,29 @@ def verify(
     keep calling it safe (at most ``1 - threshold``), since the margin is about content that was
     found and hidden. ``copies`` reuses
     copies the caller already made with :func:`perturbed_copies`; ``known``, an earlier verification
-    of the same ``image`` with the same perturbations, whose models are not classified again."""
+    of the same ``image`` with the same perturbations, whose models are not classified again.
+    ``early``: stop at the first model whose unsafe probability on ``image`` itself is too high,
+    before its copies are made or classified (for the candidates of a search, where only passing
+    matters; such a failed result holds ``"output"`` alone for the models it checked)."""
     names = check_perturbations(perturbations)
     if not classifiers:
         raise ValueError("verification needs at least one model")
-    labels = ["output", *names]
     reusable = known.unsafe_probabilities if known is not None and known.perturbations == list(names) else {}
     batch = None
     flagged = [c.name for c in classifiers] if flagged is None else list(flagged)
     result = Verification([c.name for c in classifiers], threshold, margin, list(names))
     for clf in classifiers:
+        result.required[clf.name] = 1.0 - threshold - (margin if clf.name in flagged else 0.0)
         if clf.name in reusable:
             result.unsafe_probabilities[clf.name] = dict(reusable[clf.name])
-        else:
-            if batch is None:
-                batch = copies if copies is not None else perturbed_copies(image, names)
-            p = clf.unsafe_probability(clf.predict_proba(np.stack(batch)))
-            result.unsafe_probabilities[clf.name] = {label: float(v) for label, v in zip(labels, p)}
-        result.required[clf.name] = 1.0 - threshold - (margin if clf.name in flagged else 0.0)
+            continue
+        output = float(clf.unsafe_probability(clf.predict_proba(image[None]))[0])
+        result.unsafe_probabilities[clf.name] = {"output": output}
+        if early and output > result.required[clf.name]:
+            return result  # passed stays False: the copies cannot change that
+        if batch is None:
+            batch = copies if copies is not None else perturbed_copies(image, names)
+        p = clf.unsafe_probability(clf.predict_proba(np.stack(batch[1:]))) if names else []
+        result.unsafe_probabilities[clf.name].update({label: float(v) for label, v in zip(names, p)})
     result.passed = not result.failures()
     return result
