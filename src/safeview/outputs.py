@@ -114,6 +114,7 @@ class ScanRun:
         if force and earlier:
             self._remove_earlier()
         self.inputs: set[Path] = set()
+        self._store: FolderStore | None = None  # one per run: it resolves the inputs once, not per image
         self._handle: io.TextIOWrapper | None = None
 
     def _remove_earlier(self) -> None:
@@ -149,6 +150,7 @@ class ScanRun:
         from .inputs import file_sha256
 
         self.inputs = {p.resolve() for p in files}
+        self._store = None
         done = {(r["input"]["path"], r["input"]["sha256"]) for r in self.records if "verdict" in r}
         done_paths = {path for path, _ in done}
         return [p for p in files if str(p) not in done_paths or (str(p), _sha_or_none(file_sha256, p)) not in done]
@@ -172,8 +174,9 @@ class ScanRun:
         try:
             if isinstance(outcome, BaseException):
                 raise outcome
-            store = FolderStore(self.out, self.inputs)
-            written = write_scan(outcome, store, f"{path.stem}-{outcome.input.sha256[:8]}", originals=originals)
+            if self._store is None:
+                self._store = FolderStore(self.out, self.inputs)
+            written = write_scan(outcome, self._store, f"{path.stem}-{outcome.input.sha256[:8]}", originals=originals)
             return self._append(json.loads(written.model_dump_json()))
         except Exception as exc:  # noqa: BLE001 - one policy: every failure is a record, none stops the run
             return self.record_error(str(path), **error_record(str(path), exc))
