@@ -246,9 +246,10 @@ def main() -> None:
     load = os.getloadavg()[0]
     for mode in args.modes.split(","):
         config = replace(base, mode=mode)
-        for ci, category in enumerate(categories):
+        for category in categories:
             classifier = classifier_for(args.model, category)
-            seeds = [args.seed * 1_000_000 + ci * per + i for i in range(per)]
+            # a category's images do not depend on which other categories run (--categories)
+            seeds = [args.seed * 1_000_000 + CATEGORIES.index(category) * per + i for i in range(per)]
             t0 = time.perf_counter()
             rows = [score_image(classifier, make_sample(category, True, seed=s, size=args.size), config) for s in seeds]
             r = {"mode": mode, "label": mode, "category": category, **summarise(rows, mode), "rows": rows}
