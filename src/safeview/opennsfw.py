@@ -6,7 +6,7 @@ NHWC transpose and final softmax removed so the module takes the ``(N, 3, 224, 2
 :meth:`Classifier.tensor` and returns the pre-softmax logits that FullGrad and the CAM methods
 attribute (paper, Sec. 3: attribution on the unsafe class score). Predictions, which need no
 gradients, run the package's own graph in onnxruntime (:class:`~safeview.runtime.OnnxSession`: the
-same fp32 scores within 1e-5, 2.7× faster), and the torch module is built only when an attribution
+same fp32 scores within 1e-5, 2.2× faster), and the torch module is built only when an attribution
 first needs it, so loading the model imports neither torch nor onnx. The preprocessing is the
 package's own, bit for bit: bilinear resize to 256², centre crop 224², JPEG round trip at Pillow's
 default quality 75, BGR, minus the Caffe mean (104, 117, 123), no scaling.

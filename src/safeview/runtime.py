@@ -1,9 +1,13 @@
-"""Predictions without torch: an onnxruntime session of a classifier's own ONNX graph.
+"""Faster runtimes for predictions, which need no gradients (classification, the search's
+candidates, verification): an onnxruntime session of a classifier's own ONNX graph, and a folded
+copy of a torch checkpoint's module. Both compute the module's fp32 scores.
 
-Predictions (classification, the search's candidates, verification) need no gradients. On this
-CPU onnxruntime computes Open-NSFW's fp32 outputs 2.7× faster than the torch module (12 ms against
-33 ms per image; bench/results/forwards.md), within 1e-5 of its logits, and a classifier that
-predicts through it needs no torch import at all until an image is flagged.
+On this CPU onnxruntime computes Open-NSFW's outputs 2.2× faster than the torch module (12.3 ms
+against 26.7 ms per image; bench/results/forwards.md), within 1e-5, and a classifier that predicts
+through it needs no torch import at all until an image is flagged. Written here because neither
+library offers the part SafeView needs: a predictor that follows the module's weights (it is used
+only while they are unchanged, :class:`~safeview.classify.Classifier`) and checks a folded copy
+against the module before serving.
 """
 
 from __future__ import annotations
@@ -72,9 +76,9 @@ class OnnxSession:
 class TorchRuntime:
     """Callable as ``(N, C, H, W) float32 array -> (N, K) logits`` by a copy of a torch classifier's
     ``module`` prepared for predictions only: every convolution followed directly by a BatchNorm
-    folded into one convolution, channels-last memory, no autograd. On this CPU that is 1.8× the
-    speed of the module for the small demo CNN and 1.2× for a ResNet-50, with the same fp32 logits
-    within 1e-5 (bench/results/forwards.md). The copy is made on first use; when it does not give
+    folded into one convolution (``torch.nn.utils.fusion``), channels-last memory, no autograd. On
+    this CPU that is 1.4× the speed of the module for the small demo CNN and 1.1–1.3× for a
+    ResNet-50 (batch 1–8), with the same fp32 logits within 1e-5 (bench/results/forwards.md). The copy is made on first use; when it does not give
     the module's logits on a probe input (a convolution and a BatchNorm that follow each other in
     the module's definition but not in its forward), the module itself is used as it is."""
 
