@@ -92,8 +92,11 @@ class Safeguard:
         log.info("models: %s; mode %s", ", ".join(c.name for c in self.classifiers), config.mode)
 
     def warm_up(self) -> None:
-        """Load now what the first unsafe image would load lazily (the attribute detectors' models
-        and their first-run buffers), so a worker can cap its memory afterwards (service workers)."""
+        """Load now what the first unsafe image would load lazily (a classifier's torch module
+        that predictions did not need, the attribute detectors' models and their first-run
+        buffers), so a worker can cap its memory afterwards (service workers)."""
+        for classifier in self.classifiers:
+            classifier.module  # noqa: B018 - builds a deferred module (Open-NSFW's) now
         if self.scan_config.attributes:
             detect(np.full((64, 64, 3), 127, np.uint8), self.scan_config.attributes)
 
