@@ -68,3 +68,15 @@ def test_runtimes_pickle_without_their_prepared_copy():
     copy = pickle.loads(pickle.dumps(runtime))
     assert copy._fast is None
     np.testing.assert_allclose(copy(_batch(1, 32)), runtime(_batch(1, 32)), atol=1e-5)
+
+
+def test_onnx_sessions_do_not_busy_wait_between_runs():
+    """Issue 18: spinning onnxruntime threads slow the torch attribution that CSE runs between
+    predictions, so the sessions are created without spinning and with this process's thread cap."""
+    from safeview.opennsfw import onnx_path
+    from safeview.runtime import OnnxSession
+
+    session = OnnxSession(onnx_path(), layout="NHWC", outputs="probabilities")._create()
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert 1 <= options.intra_op_num_threads <= torch.get_num_threads()
