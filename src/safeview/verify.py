@@ -135,18 +135,16 @@ def verify(
     margin: float = 0.3,
     perturbations: Sequence[str] = tuple(PERTURBATIONS),
     flagged: Sequence[str] | None = None,
-    copies: list[np.ndarray] | None = None,
     known: Verification | None = None,
     early: bool = False,
 ) -> Verification:
-    """Classify ``image`` and its perturbed copies with every model (one forward per model) and
-    decide whether it is safe to show.
+    """Classify ``image`` and its perturbed copies with every model and decide whether it is safe
+    to show.
 
     A model named in ``flagged`` (default: every model) must give an unsafe probability of at most
     ``1 - threshold - margin`` on every copy; a model that did not flag the original only has to
     keep calling it safe (at most ``1 - threshold``), since the margin is about content that was
-    found and hidden. ``copies`` reuses
-    copies the caller already made with :func:`perturbed_copies`; ``known``, an earlier verification
+    found and hidden. ``known``: an earlier verification
     of the same ``image`` with the same perturbations, whose models are not classified again.
     ``early``: stop at the first model whose unsafe probability on ``image`` itself is too high,
     before its copies are made or classified (for the candidates of a search, where only passing
@@ -168,7 +166,7 @@ def verify(
         if early and output > result.required[clf.name]:
             return result  # passed stays False: the copies cannot change that
         if batch is None:
-            batch = copies if copies is not None else perturbed_copies(image, names)
+            batch = perturbed_copies(image, names)
         p = clf.unsafe_probability(clf.predict_proba(np.stack(batch[1:]))) if names else []
         result.unsafe_probabilities[clf.name].update({label: float(v) for label, v in zip(names, p)})
     result.passed = not result.failures()
