@@ -432,11 +432,13 @@ def main() -> None:
     warmed: set[str] = set()
     loads = [os.getloadavg()[0]]  # the 1-minute load average, sampled after every method and category
     t_start = time.perf_counter()
-    for ci, category in enumerate(categories):
+    for category in categories:
         classifier = load_classifier(args.model.format(category=category))
         unsafe = classifier.unsafe_indices
         flip = lambda probs: 1.0 - np.asarray(probs)[:, unsafe].sum(axis=1) > 0.5  # noqa: E731 (the pipeline's rule)
-        samples = [make_sample(category, True, seed=args.seed * 1_000_000 + ci * 100_000 + i, size=args.size) for i in range(args.n)]
+        # a category's images depend on its own index, not on which categories run with it
+        first_seed = args.seed * 1_000_000 + CATEGORIES.index(category) * 100_000
+        samples = [make_sample(category, True, seed=first_seed + i, size=args.size) for i in range(args.n)]
         contexts: list[Context | None] = []
         for sample in samples:
             probs = classifier(sample.image[None])[0]
