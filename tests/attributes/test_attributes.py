@@ -126,6 +126,32 @@ def test_failed_detector_is_reported_as_failed(monkeypatch, loser):
     assert report.run("offensive").status == "skipped" and set(report.unchecked) == {"text", "offensive_text"}
 
 
+def test_offensive_model_of_another_scikit_learn_is_failed_not_absent(monkeypatch, ocr_model, loser):
+    """alt-profanity-check unpickles its model at import; with another scikit-learn than the one
+    that wrote it, scikit-learn warns, and the detector is reported failed (its words unchecked)
+    rather than run on a model that may not load right. The OCR's reading stays."""
+    import importlib
+    import warnings
+
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    from safeview.attributes import detector
+
+    real = importlib.import_module
+
+    def mismatched(name, *args):
+        if name == "profanity_check":
+            warnings.warn(InconsistentVersionWarning(estimator_name="LinearSVC", current_sklearn_version="0.0", original_sklearn_version="1.9.1"))
+        return real(name, *args)
+
+    monkeypatch.setattr(detector.importlib, "import_module", mismatched)
+    image, _ = loser
+    report = detect(image)
+    run = report.run("offensive")
+    assert run.status == "failed" and "InconsistentVersionWarning" in run.detail
+    assert _texts(report) == ["LOSER"] and report.unsafe == [] and set(report.unchecked) == {"offensive_text"}
+
+
 def test_detectors_load_lazily():
     code = "import sys, safeview.attributes, safeview.rationale; print(sorted({'rapidocr', 'profanity_check'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
