@@ -88,6 +88,8 @@ def test_scan_folder_mixed_good_and_bad(folder, tmp_path):
     assert verdicts["standin_cyberbullying.png"] == "unsafe" and verdicts["standin_self_harm.png"] == "unsafe"
     html = (out / "report.html").read_text()
     assert "notes.jpg" in html and "open the input file to reveal it" in html and "click to reveal" not in html
+    # the report says what each model that scanned is worth, from its checkpoint's metadata
+    assert html.count("held-out test accuracy 0.9") == 3 and "(36 views of 6 photos)" in html and "demo-self_harm" in html
     assert not list((out / "assets").glob("*original*"))
     # no overwrite without --force
     again = runner.invoke(app, ["scan", str(folder / "nested"), "--out", str(out), "--models", "demo"])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from safeview.data import parse_class_map, read_dataset, stratified_split
+from safeview.data import parse_class_map, read_dataset, stratified_split, synth_origin
 from safeview.errors import SafeViewError
 
 
@@ -46,3 +46,18 @@ def test_manifests_and_class_map(tmp_path):
         parse_class_map(["porn"])
     with pytest.raises(SafeViewError, match="missing class folder"):
         read_dataset(tmp_path, class_map={"imgs": "safe", "nope": "unsafe"})
+
+
+def test_synth_origin_reads_what_safeview_synth_recorded(tmp_path):
+    """Data drawn by ``safeview synth`` is recognised from its manifest (in the class folder's
+    parent, as ``generate`` writes it); other folders and a broken manifest give None."""
+    from safeview.synth import generate
+
+    generate(tmp_path / "d", n=2, seed=3, size=64, categories=["sexual"], recipe="train")
+    origin = synth_origin(tmp_path / "d" / "sexual")
+    assert origin == {"generator": "safeview.synth", "recipe": "train", "seed": 3, "n": 2, "size": 64}
+    assert synth_origin(tmp_path / "d") == origin
+    (tmp_path / "other").mkdir()
+    assert synth_origin(tmp_path / "other") is None
+    (tmp_path / "other" / "manifest.json").write_text("{not json")
+    assert synth_origin(tmp_path / "other") is None

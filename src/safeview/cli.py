@@ -229,6 +229,9 @@ def scan(
         guard = Safeguard(config=config)
     except (SafeViewError, ConfigError) as exc:
         fail(str(exc))
+    from .evaluate import model_card
+
+    models = [model_card(c.name, c.category, c.metadata) for c in guard.classifiers]
 
     def emit(record: dict, path: str) -> None:
         if json_out:
@@ -256,9 +259,9 @@ def scan(
                         emit(run.record(path, outcome, originals=config.report_originals), str(path))
                         advance(path)
         except KeyboardInterrupt:
-            report = run.finish()
+            report = run.finish(models)
             fail(f"interrupted; {report} holds what was scanned; rerun with --resume to continue into {out}", 130)
-        report = run.finish()
+        report = run.finish(models)
     counts = run.counts()
     console.print(
         f"{counts['scanned']} scanned, {counts['unsafe']} unsafe, {counts['failed']} failed. Report: {report}", highlight=False, soft_wrap=True
@@ -304,10 +307,11 @@ def models_command(
     """List the built-in models and model sets, each with what its metadata shows it is worth."""
     from .classify import BUILTIN_MODELS, MODEL_SETS, load_checkpoint, packaged_path, read_torch_file
     from .errors import ModelError
-    from .evaluate import describe_model
+    from .evaluate import model_card
 
     def card(meta: dict) -> list[str]:
-        return [describe_model(meta), *(f"warning: {w}" for w in meta.get("warnings") or [])]
+        found = model_card("", "", meta)
+        return [found["summary"], *(f"warning: {w}" for w in found["warnings"])]
 
     typer.echo("Built-in models:")
     for name, target in BUILTIN_MODELS.items():

@@ -151,6 +151,13 @@ def real_photo_false_alarms(classifier, views: Sequence[tuple[str, np.ndarray]] 
     }
 
 
+def _origin(origin: Mapping[str, Any] | None) -> str:
+    """`` (safeview synth, recipe train, seed 0, 256 px)`` for data ``synth_origin`` recognised."""
+    if not origin:
+        return ""
+    return f" ({origin.get('generator')}, recipe {origin.get('recipe')}, seed {origin.get('seed')}, {origin.get('size')} px)"
+
+
 def describe_model(metadata: Mapping[str, Any]) -> str:
     """One line on what a checkpoint is worth, from its metadata: the held-out test accuracy and on
     how many images, what it was trained on, and its false-alarm rate on real photos
@@ -159,7 +166,7 @@ def describe_model(metadata: Mapping[str, Any]) -> str:
     accuracy = metadata.get("test_accuracy")
     parts = [
         f"held-out test accuracy {accuracy:.3f} on {n.get('test', '?')} images" if accuracy is not None else "no held-out test accuracy recorded",
-        f"trained on {n.get('train', '?')} images from {metadata.get('trained_on') or 'an unrecorded source'}",
+        f"trained on {n.get('train', '?')} images from {metadata.get('trained_on') or 'an unrecorded source'}{_origin(metadata.get('data_origin'))}",
     ]
     rate = metadata.get(REAL_FALSE_ALARM_KEY)
     if rate is None:
@@ -169,6 +176,17 @@ def describe_model(metadata: Mapping[str, Any]) -> str:
         counted = f"{views} views of {len(photos)} photos" if views and photos else f"{views} photos" if views else ""
         parts.append(f"false-alarm rate on real photos {100 * float(rate):.1f} %" + (f" ({counted})" if counted else ""))
     return "; ".join(parts)
+
+
+def model_card(name: str, category: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What a model is worth, for ``safeview models`` and the scan report: its name, category,
+    :func:`describe_model`'s line (or, for a model trained elsewhere, where its weights come from)
+    and the warnings recorded with it."""
+    if "n_images" not in metadata and metadata.get("source"):
+        summary = f"weights from {metadata['source']} ({metadata.get('licence', 'licence unrecorded')}); SafeView recorded no held-out accuracy or false-alarm rate for it"
+    else:
+        summary = describe_model(metadata)
+    return {"name": name, "category": category, "summary": summary, "warnings": list(metadata.get("warnings") or [])}
 
 
 def _plots(metrics: dict[str, Any], folder: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -196,11 +196,12 @@ class ScanRun:
             "failed": sum("error" in r for r in latest),
         }
 
-    def finish(self) -> Path:
-        """Write ``report.html`` (atomically) from the latest record of every input."""
+    def finish(self, models: Sequence[dict] = ()) -> Path:
+        """Write ``report.html`` (atomically) from the latest record of every input, with the
+        ``models`` that scanned them (:func:`safeview.evaluate.model_card`)."""
         entries = [{"result": r, "assets": report_assets(r, self.out)} if "verdict" in r else r for r in self.latest()]
         tmp = self.out / f".{REPORT}.tmp"
-        write_report(entries, tmp)
+        write_report(entries, tmp, models=models)
         os.replace(tmp, self.out / REPORT)
         return self.out / REPORT
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -120,9 +120,14 @@ def report_assets(result: dict[str, Any], folder: Path) -> dict[str, Any]:
     }
 
 
-def write_report(entries: list[dict[str, Any]], path: Path, *, title: str = "SafeView report") -> Path:
+def write_report(
+    entries: list[dict[str, Any]], path: Path, *, title: str = "SafeView report", models: Sequence[dict[str, Any]] = ()
+) -> Path:
     """Render ``report.html``. Each entry is ``{"result": ScanResult-as-dict, "assets": {...}}``
-    (:func:`report_assets`) or an error record ``{"path": input, "error": message}``."""
+    (:func:`report_assets`) or an error record ``{"path": input, "error": message}``; ``models``
+    are the cards (:func:`safeview.evaluate.model_card`) of the models that scanned them, so a
+    reader sees what each verdict's model is worth (held-out accuracy, false alarms on real photos,
+    training data, warnings)."""
     env = Environment(loader=PackageLoader("safeview", "templates"), autoescape=select_autoescape(["html", "j2"]))
     ok = [e for e in entries if "result" in e]
     summary = {
@@ -131,6 +136,6 @@ def write_report(entries: list[dict[str, Any]], path: Path, *, title: str = "Saf
         "safe": sum(e["result"]["verdict"] == "safe" for e in ok),
         "failed": len(entries) - len(ok),
     }
-    page = env.get_template("report.html.j2").render(title=title, entries=entries, summary=summary)
+    page = env.get_template("report.html.j2").render(title=title, entries=entries, summary=summary, models=list(models))
     path.write_text(page, encoding="utf-8")
     return path

@@ -31,7 +31,7 @@ from torch import nn
 
 from . import nets
 from .classify import CHECKPOINT_FORMAT, Classifier, Preprocess, read_torch_file
-from .data import PARTS, LabelledImages, Pixels, Resize, decode_images, read_dataset, split_path, stratified_split, write_split
+from .data import PARTS, LabelledImages, Pixels, Resize, decode_images, read_dataset, split_path, stratified_split, synth_origin, write_split
 from .errors import ModelError, SafeViewError
 from .inputs import file_sha256
 from .metrics import TEMPERATURE_BOUNDS, classification_metrics, expected_calibration_error
@@ -490,6 +490,7 @@ def train_classifier(
             "init": str(c.init) if c.init is not None else None,
             "init_sha256": init_hash,
             "trained_on": str(dataset.root),
+            "data_origin": synth_origin(dataset.root),
             "data_sha256": data_hash,
             "split_file": split_path(out).name,
             "n_images": {name: int(len(idx)) for name, idx in zip(PARTS, (split.train, split.val, split.test))},
