@@ -223,3 +223,16 @@ def test_config_is_validated_once():
     config = CSEConfig(segmentation_params={"n": 20})
     with pytest.raises(TypeError):
         config.segmentation_params["n"] = 3  # frozen: a config cannot change after it was validated
+
+
+def test_the_search_budget_defaults_to_the_modes():
+    """Hide mode's stricter stop gets a larger budget than the paper's 10 regions; paper and
+    minimal keep the paper's; a budget given explicitly wins, also through ScanConfig."""
+    from safeview.config import ScanConfig
+    from safeview.counterfactual import DEFAULT_MAX_REGIONS, CSEConfig
+
+    assert CSEConfig().max_regions == DEFAULT_MAX_REGIONS["hide"] == 16
+    assert CSEConfig(mode="paper").max_regions == CSEConfig(mode="minimal").max_regions == 10
+    assert CSEConfig(mode="hide", max_regions=4).max_regions == 4
+    assert ScanConfig(mode="paper").cse.max_regions == 10 and ScanConfig().cse.max_regions == 16
+    assert ScanConfig(max_regions=7).cse.max_regions == 7

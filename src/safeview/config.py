@@ -38,7 +38,8 @@ class ScanConfig(BaseModel):
     ``paper``: the paper's greedy prefix at the first flip; ``minimal``: that prefix pruned);
     ``threshold`` the paper's flip threshold (0.5, on the safe side); ``margin`` how far below it
     every flagging model must put an output, also on the ``perturbations`` (re-upload copies);
-    ``max_regions`` the search budget (the paper's 10); ``fallback`` what is obfuscated when no
+    ``max_regions`` the search budget (None: the mode's, 16 for ``hide`` and the paper's 10
+    otherwise, :data:`safeview.counterfactual.DEFAULT_MAX_REGIONS`); ``fallback`` what is obfuscated when no
     output can be verified (``full`` image, the search's ``prefix``, or ``none``; labelled not
     verified either way); ``rationale`` the explanation backend and ``rationale_options`` its
     settings; ``attributes`` the attribute detectors (:mod:`safeview.attributes`) run on flagged
@@ -64,7 +65,7 @@ class ScanConfig(BaseModel):
     threshold: float = 0.5
     margin: float = 0.3
     perturbations: tuple[str, ...] = DEFAULT_PERTURBATIONS
-    max_regions: int = 10
+    max_regions: int | None = None
     fallback: Literal["full", "prefix", "none"] = "full"
     rationale: str = "evidence"
     rationale_options: dict[str, Any] = Field(default_factory=dict)

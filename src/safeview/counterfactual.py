@@ -230,6 +230,12 @@ def greedy_search(
 #: ``hide``: hide the content (margin, completion, robust verification); ``paper``: the paper's
 #: greedy prefix at the first flip; ``minimal``: the paper's prefix pruned to a 1-minimal set
 MODES = ("hide", "paper", "minimal")
+#: each mode's search budget (regions) when none is given: the paper's 10 for its own criterion,
+#: the flip; more for ``hide``, whose stop (the margin, verified on re-upload copies) is stricter and
+#: so needs more regions. Measured on the leak-free benchmark's seeds 77 and 78 (bench/README.md,
+#: "Leakage"): from 10 to 16, verified outputs rose from 94 to 97-99 % of flagged images, at the
+#: same leak rate; images found within 10 regions are unchanged.
+DEFAULT_MAX_REGIONS = {"hide": 16, "paper": 10, "minimal": 10}
 #: BASS cells CSE starts from: the search masks at most ``max_regions`` regions, so a few dozen
 #: subobject regions, not BASS's reference hundreds (n = 15 px cells), suit it
 BASS_CELLS = 18
@@ -424,7 +430,8 @@ class CSEConfig:
     :func:`complete_evidence` (``close`` and ``dilate`` as fractions of the image's shorter side);
     ``recheck`` recomputes the attribution on the completed output (that many rounds) and adds the regions next
     to the mask where evidence is left (:func:`evidence_left`, with ``recheck_ratio`` and
-    ``recheck_contrast``); ``perturbations`` the re-upload copies verification checks (:data:`safeview.verify.PERTURBATIONS`);
+    ``recheck_contrast``); ``max_regions`` the search budget (None: the mode's,
+    :data:`DEFAULT_MAX_REGIONS`); ``perturbations`` the re-upload copies verification checks (:data:`safeview.verify.PERTURBATIONS`);
     ``batch_size`` images per search forward (None: from the device, :func:`search_batch_size`)."""
 
     mode: str = "hide"
@@ -435,7 +442,7 @@ class CSEConfig:
     style_params: Mapping[str, Any] = field(default_factory=dict)
     threshold: float = 0.5
     margin: float = 0.3
-    max_regions: int = 10
+    max_regions: int | None = None
     completion_ratio: float = 0.8
     colour_delta: float = 10.0
     colour_floor: float = 0.25
@@ -467,6 +474,8 @@ class CSEConfig:
             raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
         if not 0.0 <= self.margin < 1.0 - self.threshold:
             raise ValueError(f"margin must lie in [0, {1 - self.threshold:g}) for threshold {self.threshold}, got {self.margin}")
+        if self.max_regions is None:
+            object.__setattr__(self, "max_regions", DEFAULT_MAX_REGIONS[self.mode])
         if self.max_regions < 1:
             raise ValueError(f"max_regions must be at least 1, got {self.max_regions}")
         if not 0.0 < self.completion_ratio <= 1.0:
