@@ -89,7 +89,7 @@ def test_scan_folder_mixed_good_and_bad(folder, tmp_path):
     html = (out / "report.html").read_text()
     assert "notes.jpg" in html and "open the input file to reveal it" in html and "click to reveal" not in html
     # the report says what each model that scanned is worth, from its checkpoint's metadata
-    assert html.count("held-out test accuracy 0.9") == 3 and "(36 views of 6 photos)" in html and "demo-self_harm" in html
+    assert html.count("held-out test accuracy 0.9") == 3 and "(236 views of 206 photos;" in html and "demo-self_harm" in html
     assert not list((out / "assets").glob("*original*"))
     # no overwrite without --force
     again = runner.invoke(app, ["scan", str(folder / "nested"), "--out", str(out), "--models", "demo"])
@@ -259,7 +259,8 @@ def test_models_shows_each_checkpoints_accuracy_training_data_and_false_alarm_ra
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
     assert "trained on 8000 images from build/demo-data-sexual/sexual" in result.stdout
-    assert result.stdout.count("(36 views of 6 photos)") == 3  # the three demo models, measured when built
+    assert result.stdout.count("(236 views of 206 photos;") == 3  # the three demo models, measured when built
+    assert result.stdout.count("(safeview.synth, recipe train, seed 0, 256 px)") == 3
     meta = {"test_accuracy": 0.9, "n_images": {"train": 40, "val": 5, "test": 5}, "trained_on": "photos/",
             "real_false_alarm_rate": 0.25, "warnings": ["test split: the calibration temperature is at its upper bound"]}
     clf = Classifier.from_module(build("small", 2, width=8), ["safe", "unsafe"], ["unsafe"], preprocess=Preprocess(resize=(32, 32)), metadata=meta)
@@ -282,12 +283,12 @@ def test_evaluate_real_photos_measures_and_records_the_false_alarm_rate(tmp_path
     shown = runner.invoke(app, ["evaluate", str(path), "--real-photos", "--json"])
     assert shown.exit_code == 0, shown.output
     found = json.loads(shown.stdout.strip().splitlines()[-1])
-    assert found["real_false_alarm_images"] == 36 and "views of 6 real photos called unsafe" in shown.stderr
+    assert found["real_false_alarm_images"] == 236 and "views of 206 real photos called unsafe" in shown.stderr
     assert "real_false_alarm_rate" not in load_checkpoint(path).metadata  # measured, not recorded
     recorded = runner.invoke(app, ["evaluate", str(path), "--real-photos", "--record"])
     assert recorded.exit_code == 0 and "recorded in the checkpoint" in recorded.stderr
     assert load_checkpoint(path).metadata["real_false_alarm_rate"] == found["real_false_alarm_rate"]
     listed = runner.invoke(app, ["models", str(path)])
-    assert f"false-alarm rate on real photos {100 * found['real_false_alarm_rate']:.1f} % (36 views of 6 photos)" in listed.stdout
+    assert f"false-alarm rate on real photos {100 * found['real_false_alarm_rate']:.1f} % (236 views of 206 photos; " in listed.stdout
     assert runner.invoke(app, ["evaluate", "open-nsfw", "--real-photos", "--record"]).exit_code == 2  # not a checkpoint file
     assert runner.invoke(app, ["evaluate", str(path)]).exit_code == 2  # neither data nor --real-photos

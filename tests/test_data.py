@@ -55,7 +55,7 @@ def test_synth_origin_reads_what_safeview_synth_recorded(tmp_path):
 
     generate(tmp_path / "d", n=2, seed=3, size=64, categories=["sexual"], recipe="train")
     origin = synth_origin(tmp_path / "d" / "sexual")
-    assert origin == {"generator": "safeview.synth", "recipe": "train", "seed": 3, "n": 2, "size": 64}
+    assert origin == {"generator": "safeview.synth", "recipe": "train", "seed": 3, "size": 64, "written": ["sexual"]}
     assert synth_origin(tmp_path / "d") == origin
     (tmp_path / "other").mkdir()
     assert synth_origin(tmp_path / "other") is None

@@ -113,7 +113,7 @@ def test_describe_model_shows_what_the_metadata_holds():
     measured = describe_model({**meta, REAL_FALSE_ALARM_KEY: 0.031, "real_false_alarm_images": 500})
     assert measured.endswith("false-alarm rate on real photos 3.1 % (500 photos)")
     assert describe_model({}).startswith("no held-out test accuracy recorded")
-    origin = {"generator": "safeview.synth", "recipe": "train", "seed": 0, "n": 10000, "size": 256}
+    origin = {"generator": "safeview.synth", "recipe": "train", "seed": 0, "size": 256, "written": ["cyberbullying"]}
     assert "from build/demo-data/cyberbullying (safeview.synth, recipe train, seed 0, 256 px)" in describe_model({**meta, "data_origin": origin})
 
 
@@ -140,6 +140,8 @@ def test_real_photo_false_alarms_counts_the_views_a_model_calls_unsafe(red_class
     assert "red/whole" in found["real_false_alarms"]
     assert found[REAL_FALSE_ALARM_KEY] == len(found["real_false_alarms"]) / 7 and found["real_false_alarm_images"] == 7
     assert found["real_false_alarm_photos"] == ["coffee", "red"] and found["real_max_unsafe_probability"] == pytest.approx(float(p.max()))
-    assert describe_model(found).endswith(f"({7} views of 2 photos)")
+    assert "red" in found["real_false_alarm_photos_flagged"]
+    assert found["real_false_alarm_photos_flagged"] == sorted({label.split("/")[0] for label in found["real_false_alarms"]})
+    assert describe_model(found).endswith(f"(7 views of 2 photos; {len(found['real_false_alarm_photos_flagged'])} photo(s) flagged)")
     with pytest.raises(SafeViewError, match="no real photos"):
         real_photo_false_alarms(red_classifier, [])

@@ -201,3 +201,13 @@ def test_real_photo_views_frame_each_photo_six_ways():
     assert real_photo("camera").shape[2] == 3 and set(REAL_PHOTOS) >= {"china", "flower", "grace_hopper"}
     with pytest.raises(ValueError, match="unknown photo"):
         real_photo("lena")
+
+
+def test_lfw_views_are_200_distinct_real_photos():
+    from safeview.synth import lfw_views
+
+    views = lfw_views()
+    assert len(views) == 200 and len({label.split("/")[0] for label, _ in views}) == 200
+    assert views[0][0] == "lfw-face-000/whole" and views[100][0] == "lfw-other-000/whole"
+    assert all(image.shape == (25, 25, 3) and image.dtype == np.uint8 for _, image in views)
+    assert 0 < np.mean([image.mean() for _, image in views]) < 255

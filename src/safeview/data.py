@@ -170,15 +170,15 @@ class Pixels(TorchDataset):
 def synth_origin(root: str | Path) -> dict[str, Any] | None:
     """What ``safeview synth`` recorded about the images under ``root`` (its ``manifest.json``,
     in ``root`` or the folder above, as ``synth.generate`` writes it): the generator, recipe, seed,
-    image count and size, so a checkpoint can say what it was trained on beyond a local path. None
-    for other data or an unreadable manifest."""
+    image size and the categories written, so a checkpoint can say what it was trained on beyond a
+    local path. None for other data or an unreadable manifest."""
     for folder in (Path(root), Path(root).parent):
         try:
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(manifest, dict) and manifest.get("generator") == "safeview.synth":
-            return {key: manifest.get(key) for key in ("generator", "recipe", "seed", "n", "size")}
+            return {key: manifest.get(key) for key in ("generator", "recipe", "seed", "size", "written")}
     return None
 
 

@@ -131,12 +131,13 @@ def evaluate_classifier(
 
 def real_photo_false_alarms(classifier, views: Sequence[tuple[str, np.ndarray]] | None = None) -> dict[str, Any]:
     """How often ``classifier`` calls a benign real photo unsafe: on ``views`` (default: six views
-    of each photo the demo models never trained on, :func:`safeview.synth.real_photo_views`), the
-    share whose unsafe probability exceeds 0.5, which views those are, and the highest probability
-    seen. The figure :data:`REAL_FALSE_ALARM_KEY` records."""
-    from .synth import real_photo_views
+    of each colour photo the demo models never trained on, :func:`safeview.synth.real_photo_views`,
+    and the 200 small grey photos of :func:`safeview.synth.lfw_views`), the share whose unsafe
+    probability exceeds 0.5, which views and which photos those are (a label is ``photo/view``),
+    and the highest probability seen. The figure :data:`REAL_FALSE_ALARM_KEY` records."""
+    from .synth import lfw_views, real_photo_views
 
-    views = list(real_photo_views() if views is None else views)
+    views = list(real_photo_views() + lfw_views() if views is None else views)
     if not views:
         raise SafeViewError("no real photos to measure false alarms on")
     unsafe = classifier.unsafe_probability(classifier.predict_proba([image for _, image in views]))
@@ -147,6 +148,7 @@ def real_photo_false_alarms(classifier, views: Sequence[tuple[str, np.ndarray]] 
         "real_false_alarm_images": len(views),
         "real_false_alarm_photos": photos,
         "real_false_alarms": flagged,
+        "real_false_alarm_photos_flagged": sorted({label.split("/")[0] for label in flagged}),
         "real_max_unsafe_probability": float(np.max(unsafe)),
     }
 
@@ -174,6 +176,8 @@ def describe_model(metadata: Mapping[str, Any]) -> str:
     else:
         views, photos = metadata.get("real_false_alarm_images"), metadata.get("real_false_alarm_photos")
         counted = f"{views} views of {len(photos)} photos" if views and photos else f"{views} photos" if views else ""
+        if photos and "real_false_alarm_photos_flagged" in metadata:
+            counted += f"; {len(metadata['real_false_alarm_photos_flagged'])} photo(s) flagged"
         parts.append(f"false-alarm rate on real photos {100 * float(rate):.1f} %" + (f" ({counted})" if counted else ""))
     return "; ".join(parts)
 

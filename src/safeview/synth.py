@@ -190,6 +190,20 @@ def real_photo_views(names: Sequence[str] = HELDOUT_PHOTOS) -> list[tuple[str, n
     return views
 
 
+def lfw_views() -> list[tuple[str, np.ndarray]]:
+    """The 200 small grey photos of scikit-image's LFW subset (100 faces, then 100 other scenes
+    from Labeled Faces in the Wild, 25×25, bundled with the package), each a photo of its own
+    (label ``lfw-face-007/whole``, ``lfw-other-042/whole``): real photos no demo model trained on,
+    far more of them than :data:`HELDOUT_PHOTOS`, though small and grey."""
+    import skimage.data
+
+    stack = np.clip(np.asarray(skimage.data.lfw_subset()) * 255, 0, 255).round().astype(np.uint8)
+    return [
+        (f"lfw-{'face' if i < 100 else 'other'}-{i % 100:03d}/whole", np.ascontiguousarray(np.stack([grey] * 3, axis=-1)))
+        for i, grey in enumerate(stack)
+    ]
+
+
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
