@@ -16,7 +16,7 @@ and angle, with its exact pixel mask. It then measures, on the same images for e
 - inside the pipeline (:func:`pipeline_rows`), with and without the second opinion: outputs called
   safe in which the OCR still reads the insult, leak rate and obfuscated area.
 
-Usage: ``python bench/attributes.py --images 40 --seed 0 [--out bench/results/attributes.json]``.
+Usage: ``python bench/attributes.py --images 40 --seed 0 [--threads 2] [--out bench/results/attributes.json]``.
 """
 
 from __future__ import annotations
@@ -33,39 +33,93 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from safeview.attributes import detect, overlap, second_opinion  # noqa: E402
+from safeview.attributes import SECOND_OPINION_COPIES, detect, overlap, second_opinion  # noqa: E402
 from safeview.obfuscate import STYLES, obfuscate  # noqa: E402
 from safeview.synth import BENIGN_WORDS, make_background  # noqa: E402
+from safeview.threads import set_threads  # noqa: E402
 
 #: mild insults, the offensive stand-ins (text only; no slurs)
 INSULTS = ("LOSER", "IDIOT", "STUPID", "UGLY", "FREAK", "MORON", "DUMB", "PATHETIC")
 
 
-def draw_word(image: np.ndarray, word: str, rng: np.random.Generator, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` with ``word`` drawn, capitals ``height`` px tall (white on a dark outline or the
-    reverse, level or turned by 12°), and its pixel mask."""
+#: The fonts words are drawn in: OpenCV's Hershey stroke fonts and TrueType faces that ship inside
+#: matplotlib (sans, serif, monospace, bold and oblique), so recall is not a single font's.
+HERSHEY_FONTS = {
+    "hershey simplex": cv2.FONT_HERSHEY_SIMPLEX, "hershey duplex": cv2.FONT_HERSHEY_DUPLEX,
+    "hershey triplex": cv2.FONT_HERSHEY_TRIPLEX, "hershey italic": cv2.FONT_HERSHEY_SIMPLEX | cv2.FONT_ITALIC,
+}
+TRUETYPE_FONTS = ("DejaVuSans-Bold", "DejaVuSans", "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSansMono", "DejaVuSans-Oblique")
+FONTS = (*HERSHEY_FONTS, *TRUETYPE_FONTS)
+#: turns of the word, degrees (counter-clockwise); level text twice as often
+ANGLES = (0.0, 0.0, -12.0, 12.0, -25.0, 25.0)
+
+
+def _truetype(name: str, size: int):
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    return ImageFont.truetype(str(Path(font_manager.__file__).parent / "mpl-data" / "fonts" / "ttf" / f"{name}.ttf"), size)
+
+
+def _layers(word: str, font: str, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """``word`` in ``font`` with capitals about ``height`` px tall, as two tight uint8 layers: the
+    outlined word and its core (the glyphs)."""
+    if font in HERSHEY_FONTS:
+        face = HERSHEY_FONTS[font]
+        scale = height / cv2.getTextSize("H", face, 1.0, 1)[0][1]
+        thickness = max(1, round(height / 9))
+        rim = thickness + 2 * max(1, thickness // 2)
+        (tw, th), base = cv2.getTextSize(word, face, scale, rim)
+        pad = rim + 2
+        size = (th + base + 2 * pad, tw + 2 * pad + height // 3)  # italics lean past the advance
+        outline, core = np.zeros(size, np.uint8), np.zeros(size, np.uint8)
+        cv2.putText(outline, word, (pad, pad + th), face, scale, 255, rim, cv2.LINE_AA)
+        cv2.putText(core, word, (pad, pad + th), face, scale, 255, thickness, cv2.LINE_AA)
+        return outline, core
+    from PIL import Image, ImageDraw
+
+    probe = _truetype(font, 100)
+    x0, y0, x1, y1 = probe.getbbox("H")
+    face = _truetype(font, max(6, round(100 * height / (y1 - y0))))
+    stroke = max(1, round(height / 9))
+    x0, y0, x1, y1 = face.getbbox(word, stroke_width=stroke)
+    size = (x1 - x0 + 4, y1 - y0 + 4)
+    outline, core = Image.new("L", size), Image.new("L", size)
+    ImageDraw.Draw(outline).text((2 - x0, 2 - y0), word, font=face, fill=255, stroke_width=stroke, stroke_fill=255)
+    ImageDraw.Draw(core).text((2 - x0, 2 - y0), word, font=face, fill=255)
+    return np.asarray(outline), np.asarray(core)
+
+
+def draw_word(
+    image: np.ndarray, word: str, rng: np.random.Generator, height: int, font: str | None = None, angle: float | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``image`` with ``word`` drawn at a random place, capitals about ``height`` px tall, in
+    ``font`` (one of :data:`FONTS`, else drawn at random), turned by ``angle`` degrees (else one of
+    :data:`ANGLES`), white on a dark outline or the reverse; its exact pixel mask; and what was drawn
+    (``height`` shrinks when the word would not fit the image)."""
     h, w = image.shape[:2]
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    scale = height / cv2.getTextSize("H", font, 1.0, 1)[0][1]
-    thickness = max(1, round(height / 9))
-    (tw, th), _ = cv2.getTextSize(word, font, scale, thickness)
-    if tw > w - 8:  # too wide for the image at this size: smaller, so the word is never cut off
-        return draw_word(image, word, rng, max(8, int(height * (w - 8) / tw)))
-    x = int(rng.integers(2, max(3, w - tw - 2)))
-    y = int(rng.integers(th + 2, max(th + 3, h - 4)))
-    outline, core = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
-    cv2.putText(outline, word, (x, y), font, scale, 255, thickness + 2 * max(1, thickness // 2), cv2.LINE_AA)
-    cv2.putText(core, word, (x, y), font, scale, 255, thickness, cv2.LINE_AA)
-    angle = float(rng.choice([0.0, 0.0, -12.0, 12.0]))
-    if angle:
-        rotation = cv2.getRotationMatrix2D((x + tw / 2, y - th / 2), angle, 1.0)
-        outline, core = (cv2.warpAffine(m, rotation, (w, h)) for m in (outline, core))
+    font = str(rng.choice(FONTS)) if font is None else font
+    angle = float(rng.choice(ANGLES)) if angle is None else angle
+    outline, core = _layers(word, font, height)
+    turn = cv2.getRotationMatrix2D((outline.shape[1] / 2, outline.shape[0] / 2), angle, 1.0)
+    corners = np.array([[0, 0, 1], [outline.shape[1], 0, 1], [0, outline.shape[0], 1], [outline.shape[1], outline.shape[0], 1]], float)
+    span = np.ptp(corners @ turn.T, axis=0)
+    if span[0] > w - 4 or span[1] > h - 4:  # too big for the image: smaller, so the word is never cut off
+        return draw_word(image, word, rng, max(8, int(height * min((w - 4) / span[0], (h - 4) / span[1]))), font, angle)
+    turn[:, 2] += (span - outline.shape[::-1]) / 2  # keep the turned word inside its canvas
+    canvas = (int(np.ceil(span[0])), int(np.ceil(span[1])))
+    outline, core = (cv2.warpAffine(m, turn, canvas) for m in (outline, core))
+    x = int(rng.integers(2, max(3, w - canvas[0] - 1)))
+    y = int(rng.integers(2, max(3, h - canvas[1] - 1)))
+    full_outline, full_core = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
+    full_outline[y : y + canvas[1], x : x + canvas[0]] = outline
+    full_core[y : y + canvas[1], x : x + canvas[0]] = core
     light, dark = (255, 255, 255), (20, 20, 20)
     fg, bg = (light, dark) if rng.random() < 0.7 else (dark, light)
     out = image.copy()
-    out[outline > 127] = bg
-    out[core > 127] = fg
-    return out, outline > 127
+    out[full_outline > 127] = bg
+    out[full_core > 127] = fg
+    return out, full_outline > 127, {"height": height, "font": font, "angle": angle}
 
 
 def box_around(mask: np.ndarray) -> np.ndarray:
@@ -91,8 +145,12 @@ def pipeline_rows(n: int, seed: int, size: int) -> dict[str, dict]:
     red square that the classifier (the tests' ``RedDetector``, which sees only red) flags, and an
     insult it does not see, both with exact masks. ``Safeguard`` runs once with the attribute
     detectors and once without (``attributes=()``); per row: outputs called safe, those in which
-    the OCR still reads the insult, the leak rate (a stand-in, square or word, less than 80 %
-    covered), and the obfuscated area against the truth's."""
+    the OCR still reads the insult, the leak rates of the square and of the word among the outputs
+    called safe (the stand-in less than 80 % covered, :mod:`safeview.leakage`'s rule), their
+    obfuscated area against the truth's, and how often and by how much (against the word's own
+    pixels) the second opinion grew the mask over text the classifier's regions left readable. "Readable" means the
+    OCR reads the insult on the output or on any of its re-upload copies that the second opinion
+    checks."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from scenes import RedDetector
 
@@ -103,7 +161,7 @@ def pipeline_rows(n: int, seed: int, size: int) -> dict[str, dict]:
     for i in range(n):
         image = make_background(seed=seed * 100_003 + 50_000 + i, size=size)
         word = str(rng.choice(INSULTS))
-        image, word_mask = draw_word(image, word, rng, int(rng.integers(20, 37)))
+        image, word_mask, _ = draw_word(image, word, rng, int(rng.integers(20, 37)))
         side = int(rng.integers(24, 49))
         y, x = (int(v) for v in rng.integers(0, size - side, 2))
         square = np.zeros(word_mask.shape, bool)
@@ -115,26 +173,37 @@ def pipeline_rows(n: int, seed: int, size: int) -> dict[str, dict]:
     rows = {}
     for name, attributes in (("with second opinion", ("ocr", "offensive")), ("classifier only", ())):
         guard = Safeguard([classifier], segmentation="bass", attributes=attributes)
-        safe = readable = leaks = instances = 0
-        ratios, seconds = [], []
+        safe = readable = 0
+        leaks = {"square": 0, "word": 0}
+        ratios, seconds, grown = [], [], []
         for image, word, word_mask, square in scenes:
             t = time.perf_counter()
             result = guard.scan(image)
             seconds.append(time.perf_counter() - t)
-            mask = result.mask.to_mask() if result.mask else np.zeros(word_mask.shape, bool)
-            for truth in (square, word_mask):
-                instances += 1
-                leaks += overlap(truth, mask) < 0.8
-            ratios.append(mask.sum() / (square | word_mask).sum())
+            if result.artifacts is not None and result.artifacts.grown is not None:
+                grown.append(result.artifacts.grown.sum() / word_mask.sum())
             if result.obfuscated_safe:
                 safe += 1
-                readable += _reads(detect(result.artifacts.obfuscated), word, word_mask)
+                mask = result.mask.to_mask()
+                for label, truth in (("square", square), ("word", word_mask)):
+                    leaks[label] += overlap(truth, mask) < 0.8
+                ratios.append(mask.sum() / (square | word_mask).sum())
+                opinion = second_opinion(result.artifacts.obfuscated, copies=SECOND_OPINION_COPIES)
+                readable += any(_reads(r, word, word_mask) for r in (opinion.report, *opinion.copy_reports.values()))
         rows[name] = {
             "images": n, "called_safe": safe, "called_safe_with_the_insult_readable": readable,
-            "leak_rate": leaks / instances, "area_ratio_median": float(np.median(ratios)),
+            "leak_rate_square": leaks["square"] / max(1, safe), "leak_rate_word": leaks["word"] / max(1, safe),
+            "area_ratio_median": float(np.median(ratios)) if ratios else None,
             "seconds_median": float(np.median(seconds)),
+            "second_opinion_grew_the_mask": len(grown),
+            "grown_area_over_word_pixels_median": float(np.median(grown)) if grown else None,
         }
     return rows
+
+
+def _rates(hits: dict[str, list[int]]) -> dict[str, tuple[float | None, int]]:
+    """Per key: the share of hits and how many tries."""
+    return {k: (sum(v) / len(v) if v else None, len(v)) for k, v in sorted(hits.items())}
 
 
 def main() -> None:
@@ -144,16 +213,35 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pipeline-images", type=int, default=20, help="images of the pipeline comparison (0: skip it)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for the detectors, torch and BASS")
     args = parser.parse_args()
+    set_threads(args.threads)
+    figures = {"threads": args.threads, "load_average_start": os.getloadavg()[0], "size": args.size, "seed": args.seed}
+    if args.images:
+        figures |= detector_rows(args.images, args.seed, args.size)
+    if args.pipeline_images:
+        figures["pipeline"] = pipeline_rows(args.pipeline_images, args.seed, args.size)
+    figures["load_average"] = os.getloadavg()[0]
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
 
-    rng = np.random.default_rng(args.seed)
+
+def detector_rows(n: int, seed: int, size: int) -> dict:
+    """The detectors on ``n`` insults, ``n`` friendly words and ``n`` bare backgrounds: OCR recall
+    (by size, font and angle), offensive recall and false alarms, what survives each obfuscation of
+    the word's pixels, and the time per image."""
+    rng = np.random.default_rng(seed)
     counts = {"insult": {"n": 0, "ocr": 0, "offensive": 0}, "friendly": {"n": 0, "ocr": 0, "offensive": 0},
               "background": {"n": 0, "offensive": 0, "any_text": 0}}
     by_height: dict[str, list[int]] = {"<20": [], ">=20": []}  # OCR reads the word, per drawn size
+    by_font: dict[str, list[int]] = {}  # the same from 20 px up, per font and per angle
+    by_angle: dict[str, list[int]] = {}
     still_failed = {style: 0 for style in (*STYLES, "blur, box + 2 %")}
     seconds: list[float] = []
-    for i in range(args.images):
-        background = make_background(seed=args.seed * 100_003 + i, size=args.size)
+    for i in range(n):
+        background = make_background(seed=seed * 100_003 + i, size=size)
         t = time.perf_counter()
         bare = detect(background)
         seconds.append(time.perf_counter() - t)
@@ -162,13 +250,16 @@ def main() -> None:
         counts["background"]["any_text"] += bool(bare.named("text"))
         for kind, words in (("insult", INSULTS), ("friendly", BENIGN_WORDS)):
             word, height = str(rng.choice(words)), int(rng.integers(12, 41))
-            image, mask = draw_word(background, word, rng, height)
+            image, mask, drawn = draw_word(background, word, rng, height)
             report = detect(image)
             c = counts[kind]
             c["n"] += 1
             read = _reads(report, word, mask)
             c["ocr"] += read
-            by_height["<20" if height < 20 else ">=20"].append(int(read))
+            by_height["<20" if drawn["height"] < 20 else ">=20"].append(int(read))
+            if drawn["height"] >= 20:
+                by_font.setdefault(drawn["font"], []).append(int(read))
+                by_angle.setdefault(f"{abs(drawn['angle']):g}", []).append(int(read))
             c["offensive"] += any(overlap(mask, a.area(mask.shape)) >= 0.5 for a in report.unsafe)
             if kind == "insult":
                 for style in STYLES:
@@ -176,19 +267,20 @@ def main() -> None:
                 still_failed["blur, box + 2 %"] += not second_opinion(obfuscate(image, box_around(mask), "blur")).passed
     timing = {}
     for side in (224, 1024):  # time per image at two sizes, a word drawn on each
-        image, _ = draw_word(cv2.resize(make_background(seed=args.seed, size=args.size), (side, side)), "LOSER", rng, side // 10)
+        image, _, _ = draw_word(cv2.resize(make_background(seed=seed, size=size), (side, side)), "LOSER", rng, side // 10)
         times = []
         for _ in range(3):
             t = time.perf_counter()
             detect(image)
             times.append(time.perf_counter() - t)
         timing[f"{side}x{side}"] = float(np.median(times))
-    n = args.images
-    figures = {
-        "images_per_kind": n, "size": args.size, "seed": args.seed,
+    return {
+        "images_per_kind": n,
         "ocr_recall_insults": counts["insult"]["ocr"] / n,
         "ocr_recall_friendly": counts["friendly"]["ocr"] / n,
-        "ocr_recall_by_height": {k: (sum(v) / len(v) if v else None, len(v)) for k, v in by_height.items()},
+        "ocr_recall_by_height": _rates(by_height),
+        "ocr_recall_from_20px_by_font": _rates(by_font),
+        "ocr_recall_from_20px_by_angle": _rates(by_angle),
         "offensive_recall": counts["insult"]["offensive"] / n,
         "offensive_false_alarms_friendly": counts["friendly"]["offensive"] / n,
         "offensive_false_alarms_backgrounds": counts["background"]["offensive"] / n,
@@ -196,14 +288,7 @@ def main() -> None:
         "second_opinion_still_fails_after_obfuscating_the_word": {s: v / n for s, v in still_failed.items()},
         "detect_seconds_median": float(np.median(seconds)),
         "detect_seconds_by_size": timing,
-        "load_average": os.getloadavg()[0],
     }
-    if args.pipeline_images:
-        figures["pipeline"] = pipeline_rows(args.pipeline_images, args.seed, args.size)
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
