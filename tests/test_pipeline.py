@@ -338,6 +338,34 @@ def test_the_part_of_the_content_inside_a_protected_box_is_still_hidden(photo):
     assert 0.0 < kept.kept < 1.0 and (result.artifacts.obfuscated[evidence] == image[evidence]).all(axis=1).mean() > 0.99
 
 
+def test_a_protected_face_that_looks_like_the_content_is_kept(photo):
+    # a face-like tile touching the content, whose oval has the content's very colour: the
+    # classifier's attribution and the colour both say "content", but the tile's own edge breaks the
+    # seam, so it is evidence beside the content and must stay bit-identical
+    import sys
+    from pathlib import Path
+
+    import cv2
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from scenes import ColourFragmentDetector
+
+    from skimage import transform
+
+    pink = (232, 150, 172)
+    image = (transform.resize(photo, (128, 128), anti_aliasing=True) * 255).astype(np.uint8)
+    truth = _box((128, 128), 20, 40, 60, 80)
+    image[truth] = pink
+    box = _box((128, 128), 60, 40, 100, 80)  # touches the square's right edge
+    image[box] = (205, 205, 190)
+    cv2.ellipse(image, (80, 60), (8, 6), 0, 0, 360, pink, -1)  # a "face" of the content's colour, too small to flag
+    clf = ColourFragmentDetector.build(colour=pink, fraction=0.05)
+    result = Safeguard([clf], style="fill").scan(image, protect=[box])  # fill: a blurred flat square stays pink
+    assert result.obfuscated_safe and result.mask.to_mask()[truth].mean() > 0.99
+    assert result.protected[0].kept == 1.0
+    assert np.array_equal(result.artifacts.obfuscated[box], image[box])
+
+
 def _forward_log(classifiers):
     """Hooks recording, per model, every input row forwarded: (digest, whether with gradients)."""
     import hashlib

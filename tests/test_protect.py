@@ -10,7 +10,7 @@ from safeview.protect import (
     ProtectedRegion,
     cut_segments,
     kept_shares,
-    protected_regions,
+    protected_twins,
     region_from_spec,
     resolve,
     working_protection,
@@ -56,15 +56,41 @@ def test_a_mask_of_another_size_is_refused(tmp_path):
 def test_cut_segments_splits_every_straddling_region():
     segments = np.zeros((8, 8), np.int32)
     segments[:, 4:] = 1  # two regions, left and right
+    segments[0, 0] = 2  # a third region, wholly outside
     protected = np.zeros((8, 8), bool)
     protected[2:6, 2:6] = True  # straddles both
     cut = cut_segments(segments, protected)
-    inside = protected_regions(cut, protected)
-    assert len(np.unique(cut)) == 4 and len(inside) == 2
+    assert len(np.unique(cut)) == 5
     for r in np.unique(cut):  # every region lies wholly inside or wholly outside
         assert len(np.unique(protected[cut == r])) == 1
-    assert set(np.unique(cut[protected]).tolist()) == inside
     assert cut_segments(segments, np.zeros((8, 8), bool)) is segments
+
+
+def test_twins_need_an_unbroken_seam():
+    """A protected piece's twin is the rest of its region when the image goes on across the
+    boundary (the content under a protected box); a tile's own edge, or no rest, gives None."""
+    segments = np.zeros((8, 8), np.int32)
+    segments[:, 4:] = 1
+    protected = np.zeros((8, 8), bool)
+    protected[2:6, 2:6] = True
+    cut = cut_segments(segments, protected)
+    plain = np.full((8, 8, 3), 120, np.uint8)
+    twins = protected_twins(plain, segments, cut, protected, seam_delta=10)
+    assert set(twins) == set(np.unique(cut[protected]).tolist()) and len(twins) == 2
+    for inside, outside in twins.items():  # each piece's twin is the rest of its region
+        assert outside is not None and not protected[cut == outside].any()
+        assert np.unique(segments[(cut == inside) | (cut == outside)]).size == 1
+    tiled = plain.copy()
+    tiled[protected] = (230, 160, 200)  # a pasted tile: its edge breaks the seam
+    assert set(protected_twins(tiled, segments, cut, protected, seam_delta=10).values()) == {None}
+    half = plain.copy()
+    half[protected & (segments == 0)] = (230, 160, 200)  # only the left piece is a tile
+    twins = protected_twins(half, segments, cut, protected, seam_delta=10)
+    assert sorted(v is None for v in twins.values()) == [False, True]
+    whole = np.zeros((8, 8), bool)
+    whole[:, 4:] = True  # region 1 lies wholly inside: nothing to continue
+    assert set(protected_twins(plain, segments, cut_segments(segments, whole), whole, seam_delta=10).values()) == {None}
+    assert protected_twins(plain, segments, segments, np.zeros((8, 8), bool), seam_delta=10) == {}
 
 
 def test_working_protection_is_conservative():

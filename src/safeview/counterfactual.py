@@ -294,7 +294,7 @@ def complete_evidence(
     surround_floor: float = 0.5,
     close_radius: int = 0,
     dilate_radius: int = 0,
-    protected: Sequence[int] = (),
+    protected: Mapping[int, int | None] | None = None,
 ) -> tuple[list[int], np.ndarray]:
     """Evidence completion after the search: grow the mask of the ``chosen`` regions to the rest
     of the content, so that what a person sees is hidden and not only what flipped the model.
@@ -314,9 +314,12 @@ def complete_evidence(
        then covered by more than half absorbed whole;
     4. ``dilate_radius`` pixels of dilation, where the obfuscation would bleed across the edge.
 
-    ``protected`` regions (:mod:`safeview.protect`; the segmentation is cut at their boundary) join
-    only as content — by step 1's attribution, or as the same colour as a masked neighbour (the
-    part of a stand-in that lies inside a protected box) — never as a surround, a rim or an
+    ``protected`` regions (:mod:`safeview.protect`; the segmentation is cut at their boundary),
+    each mapped to its twin (:func:`~safeview.protect.protected_twins`), join only as the same
+    object continuing inside: of the same colour as their masked twin (the part of a stand-in
+    that lies inside a protected box, which the segmentation drew as one region with the part
+    outside), then as the same colour as a protected region joined that way. Never by attribution
+    alone (a face beside skin-toned content scores and looks like it), as a surround, a rim or an
     absorbed region, and steps 3–4 never reach into the ones left out. Returns the regions added (in the order added) and the final mask."""
     from scipy import ndimage
 
@@ -328,9 +331,15 @@ def complete_evidence(
         return [], mask
     scores = region_scores(attribution, segments)
     level = ratio * float(np.asarray(attribution)[mask].mean())
-    guarded = set(int(r) for r in protected) - set(chosen)
+    twins = dict(protected or {})
+    guarded = set(twins) - set(chosen)
+    pieces: dict[int, list[int]] = {}
+    for m in guarded:
+        if twins[m] is not None:
+            pieces.setdefault(twins[m], []).append(m)
     taken = set(chosen)
-    added = [int(r) for r in rank_regions(scores) if int(r) not in taken and scores[r] >= level and scores[r] > 0]
+    added = [int(r) for r in rank_regions(scores)
+             if int(r) not in taken and int(r) not in guarded and scores[r] >= level and scores[r] > 0]
     taken.update(added)
     colours, contacts = region_colours(image, segments), region_contacts(segments)
     sizes = np.bincount(segments.ravel(), minlength=len(contacts))
@@ -345,21 +354,27 @@ def complete_evidence(
             r = frontier.pop()
             boundary = max(1, sum(contacts[r].values()))
             for n in sorted(set(contacts[r]) - taken):
-                if scores[n] < colour_floor * level:
+                close = np.linalg.norm(colours[n] - colours[r]) <= colour_delta
+                if n in guarded:  # the content going on inside: its twin's seam is unbroken, or from a piece already in
+                    if not (twins[n] == r or (r in guarded and close and scores[n] >= colour_floor * level)):
+                        continue
+                elif scores[n] < colour_floor * level:
                     continue
-                same = sizes[n] <= segments.size / 2 and np.linalg.norm(colours[n] - colours[r]) <= colour_delta
-                around = (n not in guarded and contacts[r][n] / boundary >= surround and sizes[n] <= segments.size / 4
-                          and scores[n] >= surround_floor * level)
-                if same or around:
-                    join(n)
-                    frontier.append(n)
+                else:  # a neighbour holds its protected pieces' share of the border too (it goes on inside)
+                    held = contacts[r][n] + sum(contacts[r].get(m, 0) for m in pieces.get(n, ()))
+                    if not ((sizes[n] <= segments.size / 2 and close) or (
+                            held / boundary >= surround and sizes[n] <= segments.size / 4 and scores[n] >= surround_floor * level)):
+                        continue
+                join(n)
+                frontier.append(n)
         # a region around the content found so far: it joins if the classifier looks at it too, or
         # if it is small next to that content (a rim, a frame) — never when it is a quarter of the image
         border: dict[int, int] = {}
         for r in taken:
             for n, c in contacts[r].items():
-                if n not in taken and n not in guarded:
-                    border[n] = border.get(n, 0) + c
+                owner = twins.get(n) if n in guarded else n  # a protected piece counts for its twin
+                if n not in taken and owner is not None and owner not in taken:
+                    border[owner] = border.get(owner, 0) + c
         total, area = max(1, sum(border.values())), sizes[sorted(taken)].sum()
         for n in sorted(border, key=lambda n: -border[n]):
             if n in taken:
@@ -571,7 +586,7 @@ def _cse(
 ) -> CSEResult:
     """:func:`cse`'s steps."""
     from .attribute import attribution_map
-    from .protect import cut_segments, protected_regions
+    from .protect import cut_segments, protected_twins
     from .segment import segment
     from .verify import verify
 
@@ -591,10 +606,11 @@ def _cse(
     t = time.perf_counter()
     params = cse_segmentation_params(config.segmentation, image.shape[:2], config.segmentation_params)
     segments = segment(image, method=config.segmentation, attribution=attribution, **params)
-    guarded: set[int] = set()
+    twins: dict[int, int | None] = {}
     if protected is not None and protected.any():
-        segments = cut_segments(segments, protected)
-        guarded = protected_regions(segments, protected)
+        cut = cut_segments(segments, protected)
+        segments, twins = cut, protected_twins(image, segments, cut, protected, seam_delta=config.colour_delta)
+    guarded = set(twins)
     timings["segment"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -642,7 +658,7 @@ def _cse(
             completed, mask = complete_evidence(
                 image, segments, attribution, regions, ratio=config.completion_ratio, colour_delta=config.colour_delta,
                 colour_floor=config.colour_floor, surround_floor=config.surround_floor, close_radius=close_r, dilate_radius=dilate_r,
-                protected=sorted(guarded),
+                protected=twins,
             )
             output = obfuscator(image, mask)
             if recheck > 0:  # evidence left next to what was hidden: attribution recomputed on the output

@@ -6,7 +6,8 @@ grown to hide the whole of the content would otherwise grow into neighbouring ev
 come from the user (a boolean mask, boxes or polygons, or a ``--protect`` JSON file mapping each
 image to them) or from the built-in face detector (:mod:`safeview.faces`). CSE cuts its
 segmentation at their boundary (:func:`cut_segments`), searches and completes on the unprotected
-rest first, and obfuscates a protected piece only when the content cannot be hidden otherwise
+rest first (a protected piece joins the completion only as the content going on inside it,
+:func:`protected_twins`), and obfuscates a protected piece only when the content cannot be hidden otherwise
 (:func:`safeview.counterfactual.cse`); :func:`kept_shares` measures what stayed bit-identical.
 """
 
@@ -161,9 +162,38 @@ def cut_segments(segments: np.ndarray, protected: np.ndarray) -> np.ndarray:
     return labels.reshape(segments.shape).astype(segments.dtype if segments.dtype.kind in "iu" else np.int32)
 
 
-def protected_regions(segments: np.ndarray, protected: np.ndarray) -> set[int]:
-    """Regions of a :func:`cut_segments` partition that lie inside ``protected``."""
-    return {int(r) for r in np.unique(segments[protected])} if protected.any() else set()
+def protected_twins(
+    image: np.ndarray, segments: np.ndarray, cut: np.ndarray, protected: np.ndarray, *, seam_delta: float
+) -> dict[int, int | None]:
+    """The regions of ``cut`` (:func:`cut_segments` of ``segments``) that lie inside ``protected``,
+    each with its *twin*: the unprotected region cut from the same region of ``segments`` when the
+    image continues across their seam (the median CIE Lab distance between the pixels facing each
+    other across it is at most ``seam_delta``), else None. A region the boundary cut in two
+    straddled it in a segmentation that follows edges, and an unbroken seam says the object goes
+    on inside (a stand-in under a protected box); a protected tile's own edge breaks it."""
+    if not protected.any():
+        return {}
+    import cv2
+
+    k = int(cut.max()) + 1
+    inside = np.zeros(k, bool)
+    inside[cut[protected]] = True
+    lab = cv2.cvtColor(np.asarray(image, np.float32) / 255.0, cv2.COLOR_RGB2Lab)
+    seams: dict[int, list[np.ndarray]] = {}
+    for near, far in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+                      ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+        across = (protected[near] != protected[far]) & (segments[near] == segments[far])
+        if not across.any():
+            continue
+        owner = np.where(protected[near], cut[near], cut[far])[across]
+        distance = np.linalg.norm(lab[near][across] - lab[far][across], axis=1)
+        for r in np.unique(owner).tolist():
+            seams.setdefault(r, []).append(distance[owner == r])
+    origin = np.zeros(k, np.int64)
+    origin[cut.ravel()] = segments.ravel()
+    outside = {int(origin[r]): r for r in np.flatnonzero(~inside).tolist()}
+    return {r: outside[int(origin[r])] if r in seams and float(np.median(np.concatenate(seams[r]))) <= seam_delta else None
+            for r in np.flatnonzero(inside).tolist()}
 
 
 def kept_shares(original: np.ndarray, output: np.ndarray | None, regions: Sequence[ProtectedRegion]) -> list[float]:
