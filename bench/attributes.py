@@ -14,9 +14,13 @@ and angle, with its exact pixel mask. It then measures, on the same images for e
   pipeline does when the second opinion reads a word;
 - the detectors' time per image at 224² and 1024²;
 - inside the pipeline (:func:`pipeline_rows`), with and without the second opinion: outputs called
-  safe in which the OCR still reads the insult, leak rate and obfuscated area.
+  safe in which the OCR still reads the insult, leak rate and obfuscated area;
+- whether the second opinion's copies could be skipped when the OCR saw no text on the original
+  (:func:`copies_rows`): how often a copy reads an insult (6-24 px at 256², scaled with the image)
+  for which the pass on the original found no text box at all.
 
-Usage: ``python bench/attributes.py --images 40 --seed 0 [--threads 2] [--out bench/results/attributes.json]``.
+Usage: ``python bench/attributes.py --images 40 --seed 0 [--threads 2] [--copies-images 80 --copies-size 256]
+[--out bench/results/attributes.json]``.
 """
 
 from __future__ import annotations
@@ -212,6 +216,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pipeline-images", type=int, default=20, help="images of the pipeline comparison (0: skip it)")
+    parser.add_argument("--copies-images", type=int, default=0, help="insults of the copies check (0: skip it)")
+    parser.add_argument("--copies-size", type=int, default=256, help="image side of the copies check")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the detectors, torch and BASS")
     args = parser.parse_args()
@@ -221,11 +227,41 @@ def main() -> None:
         figures |= detector_rows(args.images, args.seed, args.size)
     if args.pipeline_images:
         figures["pipeline"] = pipeline_rows(args.pipeline_images, args.seed, args.size)
+    if args.copies_images:
+        figures["copies"] = copies_rows(args.copies_images, args.seed, args.copies_size)
     figures["load_average"] = os.getloadavg()[0]
     text = json.dumps(figures, indent=2)
     print(text)
     if args.out:
         args.out.write_text(text + "\n", encoding="utf-8")
+
+
+def copies_rows(n: int, seed: int, size: int) -> dict:
+    """On ``n`` insults drawn near the OCR's size limit (6-24 px tall at 256², scaled to ``size``):
+    how often the original's pass reads the word, how often any of the second opinion's copies
+    (:data:`SECOND_OPINION_COPIES`, of the original) does, and how often a copy reads it although
+    the original's pass found no text box on the word, or no text at all. The second opinion could
+    skip its copies when the original shows no text only if that last count were zero."""
+    rng = np.random.default_rng([seed, 18])
+    rows = []
+    for i in range(n):
+        background = cv2.resize(make_background(seed=seed * 100_003 + 50_000 + i, size=256), (size, size))
+        word, height = str(rng.choice(INSULTS)), int(rng.integers(6, 25) * size / 256)
+        image, mask, drawn = draw_word(background, word, rng, height)
+        opinion = second_opinion(image, ("ocr",), SECOND_OPINION_COPIES)  # the original and its copies, mapped back
+        original = opinion.report
+        read_by = [name for name, report in opinion.copy_reports.items() if _reads(report, word, mask)]
+        rows.append({"height": drawn["height"], "original_reads": _reads(original, word, mask), "copies_read": read_by,
+                     "box_on_word": any((mask & a.area(mask.shape)).any() for a in original.named("text")),
+                     "any_text": bool(original.named("text"))})
+    return {
+        "images": n, "size": size,
+        "original_reads": sum(r["original_reads"] for r in rows),
+        "a_copy_reads": sum(bool(r["copies_read"]) for r in rows),
+        "a_copy_reads_no_box_on_the_word": sum(bool(r["copies_read"]) and not r["box_on_word"] for r in rows),
+        "a_copy_reads_no_text_at_all": sum(bool(r["copies_read"]) and not r["any_text"] for r in rows),
+        "rows": rows,
+    }
 
 
 def detector_rows(n: int, seed: int, size: int) -> dict:
