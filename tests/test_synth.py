@@ -183,6 +183,17 @@ def test_train_recipe_adds_bare_backgrounds_and_other_categories_objects_as_nega
     assert unsafe.mask.any() and all(p.kind == "rings" for p in unsafe.placements if p.standin)
 
 
+def test_train_faces_recipe_adds_faces_as_negatives_and_no_other_recipe_draws_one():
+    samples = [make_sample("cyberbullying", s % 2 == 0, seed=s, size=64, recipe="train_faces") for s in range(60)]
+    with_face = [s for s in samples if any(p.kind == "face" for p in s.placements)]
+    assert len(with_face) >= 5 and any(s.unsafe for s in with_face) and any(not s.unsafe for s in with_face)
+    assert not any(p.standin for s in with_face for p in s.placements if p.kind == "face")  # a face is never content
+    assert all(not s.mask.any() for s in with_face if not s.unsafe)
+    for recipe in ("benchmark", "train"):
+        kinds = {p.kind for s in range(60) for p in make_sample("cyberbullying", s % 2 == 0, seed=s, size=64, recipe=recipe).placements}
+        assert "face" not in kinds
+
+
 def test_unknown_recipe_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown recipe"):
         make_sample("sexual", True, seed=0, recipe="mine")

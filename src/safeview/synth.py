@@ -30,6 +30,11 @@ Stand-ins (what the mask covers) and their distractors, per category:
     in blue, black, brown or green); ``lines_no_skin`` (red parallel marks on a grey, blue, white or
     green capsule).
 
+Every recipe but ``train_faces`` uses only these. ``train_faces`` adds ``face``, a drawn head (skin
+oval, hair, ears, eyes, brows, nose, mouth, sometimes glasses or a beard), as a negative for every
+category: faces are the evidence an investigator needs kept (issue 16), and a model that learned
+skin-toned hands must not answer to them.
+
 Every object is drawn opaque (binary alpha, no blending), distractors first and stand-ins on top, so
 the mask is exactly the set of pixels whose colour comes from a stand-in. Each object covers about
 3 %-24 % of the image (less when there are several, so that the stand-ins of an unsafe image
@@ -102,6 +107,7 @@ _OTHER_PAIRS = np.array(
 )
 _TEXT_COLOURS = np.array([(220, 30, 30), (20, 20, 20), (250, 250, 250), (250, 220, 40), (200, 40, 200)], dtype=float)
 _LINE_COLOURS = np.array([(40, 60, 170), (25, 25, 25), (110, 70, 40), (40, 120, 60)], dtype=float)
+_HAIR = np.array([(40, 28, 20), (90, 60, 35), (200, 165, 100), (140, 140, 140), (20, 20, 22), (150, 70, 40)], dtype=float)
 _NON_SKIN = np.array([(200, 200, 205), (170, 200, 230), (245, 245, 240), (150, 190, 140)], dtype=float)
 
 #: hand glyph kind -> (raised finger slots 0=index..3=little, thumb pose)
@@ -455,6 +461,39 @@ def _capsule(kind: str, rng: np.random.Generator, side: int) -> Drawn:
     return rgb, alpha
 
 
+def _face(rng: np.random.Generator, side: int) -> Drawn:
+    """A head ``side`` pixels tall, facing the viewer: hair behind a skin-toned oval with ears, eyes,
+    brows, nose and mouth, sometimes glasses or a beard; proportions and colours vary."""
+    w, h = max(6, round(side * rng.uniform(0.7, 0.85))), max(8, side)
+    skin = _pick(rng, _SKIN)
+    hair = _jitter(rng, _HAIR[rng.integers(len(_HAIR))], 10)
+    dark, lw = np.array((35.0, 25.0, 25.0)), max(1, side // 40)
+    layer = _Layer(w, h)
+
+    def box(x0: float, y0: float, x1: float, y1: float) -> list[float]:
+        return [x0 * (w - 1), y0 * (h - 1), x1 * (w - 1), y1 * (h - 1)]
+
+    if rng.random() < 0.85:  # hair: a cap over the top, longer on some heads
+        layer.draw("ellipse", box(0.02, 0.0, 0.98, rng.uniform(0.55, 0.95)), hair)
+    for x in (0.04, 0.84):  # ears
+        layer.draw("ellipse", box(x, 0.42, x + 0.12, 0.6), skin)
+    layer.draw("ellipse", box(0.1, 0.12, 0.9, 0.98), skin)
+    eye_y, gap = rng.uniform(0.45, 0.52), rng.uniform(0.15, 0.2)
+    for cx in (0.5 - gap, 0.5 + gap):
+        layer.paint("ellipse", box(cx - 0.07, eye_y - 0.035, cx + 0.07, eye_y + 0.035), np.array((245.0, 245.0, 240.0)))
+        layer.paint("ellipse", box(cx - 0.03, eye_y - 0.03, cx + 0.03, eye_y + 0.03), dark)
+        layer.paint("line", box(cx - 0.09, eye_y - 0.08, cx + 0.09, eye_y - 0.09), hair * 0.6, width=lw + 1)
+        if rng.random() < 0.25:  # glasses
+            layer.paint("arc", box(cx - 0.11, eye_y - 0.07, cx + 0.11, eye_y + 0.07), dark, start=0, end=360, width=lw)
+    layer.paint("line", box(0.5, eye_y + 0.06, 0.48, eye_y + 0.2), skin * 0.75, width=lw)
+    mouth_y = rng.uniform(0.76, 0.82)
+    if rng.random() < 0.2:  # beard
+        layer.paint("chord", box(0.14, 0.55, 0.86, 0.98), hair, start=0, end=180)
+    layer.paint("arc", box(0.36, mouth_y - 0.06, 0.64, mouth_y + 0.03), np.array((150.0, 60.0, 60.0)),
+                start=int(rng.integers(10, 40)), end=int(rng.integers(140, 170)), width=lw + 1)
+    return layer.arrays()
+
+
 #: category -> (stand-in kinds, distractor kinds); each kind's drawer takes (rng, side).
 _KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sexual": (("rings",), ("checker", "rings_other", "plain")),
@@ -471,6 +510,8 @@ def _draw(kind: str, rng: np.random.Generator, side: int) -> Drawn:
         return _word(BENIGN_WORDS, rng, side)
     if kind in ("wounds", "skin_plain", "skin_single", "skin_lines_other", "lines_no_skin"):
         return _capsule(kind, rng, side)
+    if kind == "face":
+        return _face(rng, side)
     return _ellipse_texture(kind, rng, side)
 
 
@@ -479,6 +520,8 @@ def _rotation_range(kind: str) -> float:
         return 30.0
     if kind in _HANDS:
         return 45.0
+    if kind == "face":
+        return 25.0
     return 180.0
 
 
@@ -529,19 +572,23 @@ class Recipe:
     ``empty_safe``: the share of safe samples that are a bare background (no object at all), so a
     model learns that real textures alone are safe; ``cross_negatives``: the chance that an object
     that is not the category's stand-in comes from another category (its stand-ins and
-    distractors), so a model of one category learns to leave the others' content alone."""
+    distractors), so a model of one category learns to leave the others' content alone; ``faces``:
+    the chance that such an object is a drawn ``face`` instead."""
 
     photos: tuple[str, ...]
     empty_safe: float = 0.0
     cross_negatives: float = 0.0
+    faces: float = 0.0
 
 
 #: ``benchmark``: the images CSE is measured on, the demo's and the tests' (held-out photos, each
 #: category's own distractors); ``train``: the demo models' training data (the other photos, bare
-#: backgrounds and the other categories' objects as hard negatives).
+#: backgrounds and the other categories' objects as hard negatives); ``train_faces``: ``train``
+#: with drawn faces as a fifth of the negative objects (the cyberbullying demo model's last schedule).
 RECIPES: dict[str, Recipe] = {
     "benchmark": Recipe(HELDOUT_PHOTOS),
     "train": Recipe(TRAIN_PHOTOS, empty_safe=0.25, cross_negatives=0.4),
+    "train_faces": Recipe(TRAIN_PHOTOS, empty_safe=0.25, cross_negatives=0.4, faces=0.2),
 }
 
 
@@ -567,6 +614,8 @@ def make_sample(category: str, unsafe: bool, *, seed: int, size: int = 256, reci
     others = tuple(kind for c in CATEGORIES if c != category for kinds in _KINDS[c] for kind in kinds)
 
     def negative() -> str:
+        if plan.faces and rng.random() < plan.faces:  # (no draw at all for the recipes without faces)
+            return "face"
         pool = others if rng.random() < plan.cross_negatives else distractors
         return pool[rng.integers(len(pool))]
 
