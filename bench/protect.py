@@ -22,7 +22,9 @@ flagged image, and over the outputs shown: SafeView's unverified outputs get the
 fallback, which blurs the identifier too), and for the outputs each method would show (SafeView: verified; box censoring: always) the leakage figures of
 :mod:`safeview.leakage`. For ``over`` cases kept is measured on the protected pixels that are not
 content. Attribute detectors are off (they are measured in bench/attributes.py). Also measured:
-the face detector's recall on the bundled faces and its time per image.
+*identifier alone*, the model's unsafe probability on the image with everything but the protected
+box blurred (a model that answers to the identifier itself forces protection to give way), and the
+face detector's recall on the bundled faces and its time per image.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from safeview.baselines import boxes_mask, component_boxes
 from safeview.classify import load_classifier
 from safeview.faces import detect_faces
 from safeview.leakage import leakage, summarise_leakage
+from safeview.obfuscate import obfuscate
 from safeview.pipeline import Safeguard
 from safeview.synth import CATEGORIES, make_sample
 
@@ -128,6 +131,7 @@ def run(n: int, seed: int) -> dict:
                 protected = np.zeros(truth.shape, bool)
                 protected[box[1]:box[3], box[0]:box[2]] = True
                 measured = protected & ~truth
+                alone = float(clf.unsafe_probability(clf.predict_proba(obfuscate(image, ~protected, "blur")[None]))[0])
                 for method in METHODS:
                     t = time.perf_counter()
                     if method.startswith("safeview"):
@@ -146,7 +150,7 @@ def run(n: int, seed: int) -> dict:
                     rows.append({
                         "category": category, "placement": placement, "identifier": kind, "seed": seed + i,
                         "method": method, "seconds": time.perf_counter() - t, "kept": _kept(image, output, measured),
-                        "reported_safe": shown, **leakage(mask, truth, image, output),
+                        "reported_safe": shown, "identifier_alone": alone, **leakage(mask, truth, image, output),
                     })
     return {"rows": rows, "summary": summarise(rows)}
 
@@ -170,6 +174,10 @@ def summarise(rows: list[dict]) -> dict:
                 "kept_shown_99": sum(k >= 0.99 for k in shown) / len(shown),
                 **{k: v for k, v in summarise_leakage(group).items() if k != "reported_safe"},
                 "seconds_median": statistics.median(r["seconds"] for r in group),
+                "identifier_alone_flagged": {c: sum(r["identifier_alone"] >= 0.5 for r in group if r["category"] == c)
+                                             for c in CATEGORIES},
+                "identifier_alone_max": {c: max((r["identifier_alone"] for r in group if r["category"] == c), default=None)
+                                         for c in CATEGORIES},
             }
     return out
 
