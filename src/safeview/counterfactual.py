@@ -316,9 +316,11 @@ def complete_evidence(
 
     ``protected`` regions (:mod:`safeview.protect`; the segmentation is cut at their boundary),
     each mapped to its twin (:func:`~safeview.protect.protected_twins`), join only as the same
-    object continuing inside: once their twin is masked (the part of a stand-in that lies inside a
-    protected box, which the segmentation drew as one region with the part outside, across an
-    unbroken seam), then as the same colour as a protected region joined that way; a neighbour
+    object continuing inside: once their twin is masked for what it shows (chosen, or joined by
+    attribution, colour or a scored surround; not a rim joined for its size alone), as the part of a
+    stand-in that lies inside a protected box, which the segmentation drew as one region with the
+    part outside across an unbroken seam; then as the same colour as a protected region joined that
+    way; a neighbour
     outside holds its twins' share of the border when step 2 weighs a surround. Never by
     attribution or colour alone (a face beside skin-toned content scores and looks like it), as a
     surround, a rim or an absorbed region, and steps 3–4 never reach into the ones left out. Returns the regions added (in the order added) and the final mask."""
@@ -342,12 +344,15 @@ def complete_evidence(
     added = [int(r) for r in rank_regions(scores)
              if int(r) not in taken and int(r) not in guarded and scores[r] >= level and scores[r] > 0]
     taken.update(added)
+    evidence = set(taken)  # taken for what they show, not only as a small rim: their protected twins may follow
     colours, contacts = region_colours(image, segments), region_contacts(segments)
     sizes = np.bincount(segments.ravel(), minlength=len(contacts))
 
-    def join(n: int) -> None:
+    def join(n: int, shown: bool = True) -> None:
         taken.add(n)
         added.append(n)
+        if shown:
+            evidence.add(n)
 
     frontier = list(taken)
     while frontier:
@@ -357,7 +362,7 @@ def complete_evidence(
             for n in sorted(set(contacts[r]) - taken):
                 close = np.linalg.norm(colours[n] - colours[r]) <= colour_delta
                 if n in guarded:  # the content going on inside: its twin's seam is unbroken, or from a piece already in
-                    if not (twins[n] == r or (r in guarded and close and scores[n] >= colour_floor * level)):
+                    if not ((twins[n] == r and r in evidence) or (r in guarded and close and scores[n] >= colour_floor * level)):
                         continue
                 elif scores[n] < colour_floor * level:
                     continue
@@ -383,10 +388,10 @@ def complete_evidence(
             # the neighbour and those of its colour (a rim the segmentation cut into pieces)
             group = [m for m in border if m not in taken and np.linalg.norm(colours[m] - colours[n]) <= colour_delta]
             share, group_size = sum(border[m] for m in group) / total, sizes[group].sum()
-            if (share >= surround and group_size <= segments.size / 4
-                    and (min(scores[group]) >= surround_floor * level or group_size <= 4 * area)):
+            scored = min(scores[group]) >= surround_floor * level
+            if share >= surround and group_size <= segments.size / 4 and (scored or group_size <= 4 * area):
                 for m in group:
-                    join(m)
+                    join(m, shown=scored)
                     frontier.append(m)
     mask = regions_mask(segments, [*chosen, *added])
     if close_radius > 0:
