@@ -320,10 +320,10 @@ def complete_evidence(
     attribution, colour or a scored surround; not a rim joined for its size alone), as the part of a
     stand-in that lies inside a protected box, which the segmentation drew as one region with the
     part outside across an unbroken seam; then as the same colour as a protected region joined that
-    way; a neighbour
-    outside holds its twins' share of the border when step 2 weighs a surround. Never by
-    attribution or colour alone (a face beside skin-toned content scores and looks like it), as a
-    surround, a rim or an absorbed region, and steps 3–4 never reach into the ones left out. Returns the regions added (in the order added) and the final mask."""
+    way. A neighbour outside holds its twins' share of the border when step 2 weighs a surround.
+    Never by attribution or colour alone (a face beside skin-toned content scores and looks like
+    it), as a surround, a rim or an absorbed region, and steps 3–4 never reach into the ones left
+    out. Returns the regions added (in the order added) and the final mask."""
     from scipy import ndimage
 
     from .segment import region_contacts
