@@ -388,6 +388,72 @@ def plot(table: str, names: list[str], summaries: dict, categories: list[str], p
     plt.close(fig)
 
 
+def run_shard(args: argparse.Namespace, shard: int, jobs: int) -> tuple[dict, list[float]]:
+    """Run every method on the images of ``shard`` (those whose index i has i % jobs == shard) in
+    every category; rows carry their index so that :func:`merge_shards` restores the run's order.
+    Returns the rows (method -> category -> rows) and the 1-minute load average sampled after every
+    method and category."""
+    set_threads(args.threads)
+    categories = args.categories.split(",")
+    methods, _ = configurations([t for t in args.tables.split(",") if t], args.sam, args.lime_samples, args.sedc_queries)
+    obfuscator = Obfuscator(args.style)
+    per_image: dict[str, dict[str, list[dict]]] = {name: {} for name in methods}
+    warmed: set[str] = set()
+    loads = [os.getloadavg()[0]]
+    t_start = time.perf_counter()
+    tag = f"[{shard + 1}/{jobs}] " if jobs > 1 else ""
+    for category in categories:
+        classifier = load_classifier(args.model.format(category=category))
+        unsafe = classifier.unsafe_indices
+        flip = lambda probs: 1.0 - np.asarray(probs)[:, unsafe].sum(axis=1) > 0.5  # noqa: E731 (the pipeline's rule)
+        # a category's images depend on its own index, not on which categories run with it
+        first_seed = args.seed * 1_000_000 + CATEGORIES.index(category) * 100_000
+        indices = list(range(shard, args.n, jobs))
+        samples = [make_sample(category, True, seed=first_seed + i, size=args.size) for i in indices]
+        contexts: list[Context | None] = []
+        for sample in samples:
+            probs = classifier(sample.image[None])[0]
+            flagged = not flip(probs[None])[0]
+            target = unsafe[int(np.argmax(probs[unsafe]))]
+            contexts.append(Context(classifier, sample, target, flip, obfuscator) if flagged else None)
+        for name, method in methods.items():
+            if name not in warmed and any(contexts):  # lazy imports and numba compilation stay out of the timings
+                first = next(ctx for ctx in contexts if ctx)
+                method(Context(first.classifier, first.sample, first.target, first.flip, first.obfuscator, dict(first.done)))
+                warmed.add(name)
+            rows = []
+            limit = args.slow_n if name in SLOW_METHODS and args.slow_n is not None else args.n
+            for index, sample, ctx in zip(indices, samples, contexts):
+                if index >= limit:
+                    break
+                if ctx is None:
+                    rows.append({"index": index, "seed": sample.seed, "flagged": False})
+                    continue
+                run = method(ctx)
+                ctx.done[name] = run
+                rows.append({"index": index, "flagged": True, **score(ctx, run)})
+            per_image[name][category] = rows
+            s = summarise(rows)
+            loads.append(os.getloadavg()[0])
+            print(f"{tag}{category:14s} {name:26s} found {fmt(s['found_pct'])}%  IoU {fmt(s['iou'], '.3f')}  "
+                  f"{fmt(s['seconds'], '.3f')} s/image  ({time.perf_counter() - t_start:.0f} s, load {loads[-1]:.2f})", flush=True)
+    return per_image, loads
+
+
+def merge_shards(shards: list[dict]) -> dict:
+    """The shards' rows joined per method and category, in image order (as one process would
+    have written them)."""
+    merged: dict[str, dict[str, list[dict]]] = {}
+    for shard in shards:
+        for name, by_category in shard.items():
+            for category, rows in by_category.items():
+                merged.setdefault(name, {}).setdefault(category, []).extend(rows)
+    for by_category in merged.values():
+        for rows in by_category.values():
+            rows.sort(key=lambda r: r["index"])
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help="unsafe images per category")
@@ -403,10 +469,14 @@ def main() -> None:
     parser.add_argument("--sedc-queries", type=int, default=2000, help="SEDC's query budget per image")
     parser.add_argument("--slow-n", type=int, default=None,
                         help="run SEDC and LIME (1,000+ queries each) on only the first N images per category")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes, each running every method on every JOBS-th image (--jobs 2 --threads 1 fills two cores); "
+                             "the tables are the same as one process's, only the times differ")
     parser.add_argument("--out", type=Path, default=Path("bench/results/reproduce"))
     args = parser.parse_args()
-    set_threads(args.threads)
+    if args.jobs < 1 or args.threads < 1:
+        parser.error("--jobs and --threads must be at least 1")
     categories = args.categories.split(",")
     tables = [t for t in args.tables.split(",") if t]
     unknown = sorted(set(tables) - set(TABLES))
@@ -425,45 +495,18 @@ def main() -> None:
                 load_sam(args.sam)
             except SafeViewError as exc:
                 parser.error(str(exc))
-    methods, table_rows = configurations(tables, args.sam, args.lime_samples, args.sedc_queries)
-    obfuscator = Obfuscator(args.style)
-
-    per_image: dict[str, dict[str, list[dict]]] = {name: {} for name in methods}
-    warmed: set[str] = set()
-    loads = [os.getloadavg()[0]]  # the 1-minute load average, sampled after every method and category
+    _, table_rows = configurations(tables, args.sam, args.lime_samples, args.sedc_queries)
     t_start = time.perf_counter()
-    for category in categories:
-        classifier = load_classifier(args.model.format(category=category))
-        unsafe = classifier.unsafe_indices
-        flip = lambda probs: 1.0 - np.asarray(probs)[:, unsafe].sum(axis=1) > 0.5  # noqa: E731 (the pipeline's rule)
-        # a category's images depend on its own index, not on which categories run with it
-        first_seed = args.seed * 1_000_000 + CATEGORIES.index(category) * 100_000
-        samples = [make_sample(category, True, seed=first_seed + i, size=args.size) for i in range(args.n)]
-        contexts: list[Context | None] = []
-        for sample in samples:
-            probs = classifier(sample.image[None])[0]
-            flagged = not flip(probs[None])[0]
-            target = unsafe[int(np.argmax(probs[unsafe]))]
-            contexts.append(Context(classifier, sample, target, flip, obfuscator) if flagged else None)
-        for name, method in methods.items():
-            if name not in warmed and any(contexts):  # lazy imports and numba compilation stay out of the timings
-                first = next(ctx for ctx in contexts if ctx)
-                method(Context(first.classifier, first.sample, first.target, first.flip, first.obfuscator, dict(first.done)))
-                warmed.add(name)
-            rows = []
-            limit = args.slow_n if name in SLOW_METHODS and args.slow_n is not None else args.n
-            for sample, ctx in list(zip(samples, contexts))[:limit]:
-                if ctx is None:
-                    rows.append({"seed": sample.seed, "flagged": False})
-                    continue
-                run = method(ctx)
-                ctx.done[name] = run
-                rows.append({"flagged": True, **score(ctx, run)})
-            per_image[name][category] = rows
-            s = summarise(rows)
-            loads.append(os.getloadavg()[0])
-            print(f"{category:14s} {name:26s} found {fmt(s['found_pct'])}%  IoU {fmt(s['iou'], '.3f')}  "
-                  f"{fmt(s['seconds'], '.3f')} s/image  ({time.perf_counter() - t_start:.0f} s, load {loads[-1]:.2f})", flush=True)
+    if args.jobs == 1:
+        shards = [run_shard(args, 0, 1)]
+    else:  # spawn: a forked child would inherit torch's thread pools mid-state
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            shards = list(pool.map(run_shard, [args] * args.jobs, range(args.jobs), [args.jobs] * args.jobs))
+    per_image = merge_shards([rows for rows, _ in shards])
+    loads = [load for _, shard_loads in shards for load in shard_loads] + [os.getloadavg()[0]]
 
     summaries = summarise_all(per_image, list(per_image), categories)
     table_summaries = {table: summaries for table in table_rows}
@@ -484,13 +527,13 @@ def main() -> None:
     meta = {
         "n_per_category": args.n, "seed": args.seed, "size": args.size, "style": args.style, "model": args.model,
         "categories": categories, "tables": tables, "sam": args.sam, "lime_samples": args.lime_samples,
-        "sedc_queries": args.sedc_queries, "slow_n": args.slow_n, "csra_num_roi": list(CSRA_ROIS), "threads": args.threads,
+        "sedc_queries": args.sedc_queries, "slow_n": args.slow_n, "csra_num_roi": list(CSRA_ROIS), "threads": args.threads, "jobs": args.jobs,
         "torch": torch.__version__,
         "load_1min_min_median_max": [min(loads), float(np.median(loads)), max(loads)], "load_average_at_end": list(os.getloadavg()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "wall_seconds": time.perf_counter() - t_start,
     }
     report = [f"# CSE reproduction and baselines\n\nCommand: `python bench/reproduce.py {' '.join(sys.argv[1:])}`\n\n"
-              f"{meta['machine']}, {args.threads} thread(s), {meta['wall_seconds'] / 60:.1f} min wall; 1-minute load average "
+              f"{meta['machine']}, {args.jobs} process(es) of {args.threads} thread(s), {meta['wall_seconds'] / 60:.1f} min wall; 1-minute load average "
               f"{min(loads):.2f}-{max(loads):.2f} (median {np.median(loads):.2f}) during the run.\n"]
     for table, names in table_rows.items():
         report.append(markdown(table, names, table_summaries[table], categories, notes[table]))

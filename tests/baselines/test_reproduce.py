@@ -93,6 +93,34 @@ def test_methods_table_end_to_end(tmp_path, monkeypatch):
     assert "| pruned depth |" in text and "| leak rate % |" in text and "load average" in text
 
 
+def test_shards_merge_into_the_single_process_rows(monkeypatch):
+    """--jobs K runs images i % K == k in process k; merged, the rows are one process's rows in the
+    same order, except their times, and the slow methods stay on the first --slow-n images."""
+    import argparse
+
+    torch.set_num_threads(1)
+    module = load_script(monkeypatch)
+    detector = Classifier.from_module(
+        PinkDetector(), ["safe", "unsafe"], ["unsafe"], category="sexual", preprocess=Preprocess(resize=(64, 64))
+    )
+    monkeypatch.setattr(module, "load_classifier", lambda name: detector)
+    monkeypatch.setattr(module, "SLOW_METHODS", ("csra, numROI 8",))  # fast stand-in for SEDC and LIME
+    args = argparse.Namespace(n=5, seed=1, size=96, categories="sexual", tables="methods", model="m", sam=None, style="blur",
+                              lime_samples=20, sedc_queries=60, slow_n=2, threads=1)
+    names = ["cse fullgrad / bass", "csra, numROI 8", "boxes of true stand-ins"]
+    every = module.configurations
+    monkeypatch.setattr(module, "configurations", lambda *a: ({n: m for n, m in every(*a)[0].items() if n in names}, {}))
+    one, _ = module.run_shard(args, 0, 1)
+    shards = [module.run_shard(args, k, 2)[0] for k in range(2)]
+    assert [r["index"] for r in shards[0]["cse fullgrad / bass"]["sexual"]] == [0, 2, 4]
+    merged = module.merge_shards(shards)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    for name in names:
+        assert strip(merged[name]["sexual"]) == strip(one[name]["sexual"])
+    assert [r["index"] for r in merged["csra, numROI 8"]["sexual"]] == [0, 1]
+    assert [r["index"] for r in merged["cse fullgrad / bass"]["sexual"]] == [0, 1, 2, 3, 4]
+
+
 def test_a_method_scored_on_other_images_is_refused(monkeypatch):
     module = load_script(monkeypatch)
     rows = lambda seeds: {"sexual": [{"seed": s, "flagged": True} for s in seeds]}  # noqa: E731
