@@ -39,6 +39,25 @@ def test_preprocess_imagenet_normalisation_and_bgr():
     np.testing.assert_allclose(y[:, 0, 0], [0, 0, 255])
 
 
+@pytest.mark.parametrize(
+    "preprocess",
+    [Preprocess(resize=(24, 20)), Preprocess(resize=(24, 24), crop=(16, 16), channels="BGR", mean=(104.0, 117.0, 123.0),
+                                             std=(1.0, 1.0, 1.0), scale=1.0, jpeg_quality=75)],
+)
+def test_preprocess_values_are_those_of_the_plain_formula(preprocess):
+    # (pixel · scale − mean) / std on the H×W×3 float32 array, channels reordered, then C×h×w:
+    # the written-in-place version must give exactly these float32 values, not merely close ones
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    reference = Preprocess(**{**preprocess.__dict__, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "scale": 1.0,
+                              "channels": "RGB"}).array(image).transpose(1, 2, 0)  # the cropped (JPEG'd) pixels
+    x = reference * np.float32(preprocess.scale)
+    if preprocess.channels == "BGR":
+        x = x[..., ::-1]
+    x = (x - np.asarray(preprocess.mean, np.float32)) / np.asarray(preprocess.std, np.float32)
+    np.testing.assert_array_equal(preprocess.array(image), x.transpose(2, 0, 1))
+
+
 def test_preprocess_crop_maps_back():
     p = Preprocess(resize=(8, 8), crop=(4, 4))
     back = p.to_image(np.ones((4, 4), np.float32), (8, 8))
