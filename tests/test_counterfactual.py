@@ -173,6 +173,79 @@ def test_completion_takes_the_rest_of_the_object_not_the_background():
     assert grown[segments > 0].all() and 0 < grown[segments == 0].mean() < 0.1
 
 
+def _ring_around_a_centre():
+    """A brown centre (region 1, what the flip needed) inside a pink ring (region 2) on a lilac
+    wall (region 0), and a brown patch (region 3) of the centre's colour touching it: an image,
+    its segments and an attribution where the centre scores, the patch a little."""
+    h = w = 64
+    ys, xs = np.mgrid[:h, :w]
+    r = np.hypot(ys - 30, xs - 30)
+    segments = np.zeros((h, w), np.int32)
+    segments[r < 14] = 2
+    segments[r < 8] = 1
+    segments[26:34, 36:50] = 3  # cuts into the ring and touches the centre
+    segments[r < 8] = 1
+    image = np.zeros((h, w, 3), np.uint8)
+    image[...] = (190, 172, 205)
+    image[segments == 2] = (232, 150, 172)
+    image[(segments == 1) | (segments == 3)] = (120, 72, 50)
+    attribution = np.where(segments == 1, 1.0, 0.02)
+    attribution[segments == 3] = 0.3  # over completion's colour floor, under its bar
+    return image, segments, attribution
+
+
+def test_completion_takes_fragments_only_for_what_the_classifier_sees():
+    """Pieces cut out of a large region (``fragments``) never join for their colour or their size
+    alone — the wall they were cut from has that colour, and its pieces ring anything — but they
+    do join when they score: the same scene with and without the fragment rule."""
+    from safeview.counterfactual import complete_evidence
+
+    image, segments, attribution = _ring_around_a_centre()
+    plain = set(complete_evidence(image, segments, attribution, [1])[0])
+    assert {2, 3} <= plain and 0 not in plain  # a rim for its size, a same-colour neighbour
+    cut = set(complete_evidence(image, segments, attribution, [1], fragments={0, 2, 3})[0])
+    assert not cut & {0, 2, 3}
+    attribution[segments == 2] = 0.6  # the classifier looks at the ring too
+    scored = set(complete_evidence(image, segments, attribution, [1], fragments={0, 2, 3})[0])
+    assert 2 in scored and 0 not in scored
+
+
+def test_regions_outside_the_bar_do_not_lower_it():
+    """Completion's bar is the mean attribution of the ``bar`` regions: a region the re-check
+    added for where the classifier looks on the output, with little attribution on the original,
+    is hidden but must not let every weaker region in."""
+    from safeview.counterfactual import complete_evidence
+
+    image, segments, attribution = _ring_around_a_centre()
+    attribution[segments == 3] = 0.0  # the re-check's region
+    attribution[segments == 2] = 0.6  # under 0.8 of the centre's attribution, over 0.8 of the mean with region 3
+    lowered = set(complete_evidence(image, segments, attribution, [1, 3], surround=1.1)[0])  # no surround joins
+    kept = set(complete_evidence(image, segments, attribution, [1, 3], surround=1.1, bar=[1])[0])
+    assert 2 in lowered and 2 not in kept
+
+
+def test_a_ring_the_segmentation_merged_into_the_wall_is_hidden():
+    """Traced leaks of the leak-free default (issue 13): BASS merged the stand-in's ring into a
+    large background region, the demo model flipped once the centre was hidden, and the ring
+    stayed visible. Cutting large regions at their colour edge before completion hides it; without
+    the cut (``split=0``) these images leak."""
+    from safeview.classify import load_classifier
+    from safeview.counterfactual import CSEConfig, cse
+    from safeview.synth import make_sample
+
+    clf = load_classifier("demo-sexual")
+    recalls = {}
+    for split in (0.0, CSEConfig().split):
+        recalls[split] = []
+        for seed in (79_000_080, 79_000_100, 79_000_133):
+            sample = make_sample("sexual", True, seed=seed, size=256)
+            result = cse(clf, sample.image, config=CSEConfig(split=split))
+            assert result.verified
+            recalls[split].append(result.mask[sample.mask].mean())
+    assert min(recalls[CSEConfig().split]) > 0.9
+    assert max(recalls[0.0]) < 0.8
+
+
 def test_a_second_instance_is_hidden_too(red_classifier, photo):
     """The 000017 kind of case: hiding one of two copies flips the classifier while the other
     stays fully visible. An output reported safe must hide both."""
@@ -217,7 +290,7 @@ def test_config_is_validated_once():
     from safeview.counterfactual import CSEConfig
 
     for bad in ({"mode": "fast"}, {"margin": 0.5}, {"threshold": 1.0}, {"style": "smudge"}, {"perturbations": ("rot",)},
-                {"completion_ratio": 0}, {"max_regions": 0}, {"segmentation": "x"}, {"attribution": "x"}):
+                {"completion_ratio": 0}, {"max_regions": 0}, {"segmentation": "x"}, {"attribution": "x"}, {"split": 1.5}):
         with pytest.raises(ValueError):
             CSEConfig(**bad)
     config = CSEConfig(segmentation_params={"n": 20})

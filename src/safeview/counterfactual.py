@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -295,12 +295,15 @@ def complete_evidence(
     close_radius: int = 0,
     dilate_radius: int = 0,
     protected: Mapping[int, int | None] | None = None,
+    fragments: Collection[int] = (),
+    bar: Sequence[int] | None = None,
 ) -> tuple[list[int], np.ndarray]:
     """Evidence completion after the search: grow the mask of the ``chosen`` regions to the rest
     of the content, so that what a person sees is hidden and not only what flipped the model.
 
     1. regions whose Def. 1 score is at least ``ratio`` × the mean attribution inside the chosen
-       mask: evidence comparable to what the flip needed, wherever it lies;
+       mask (of the ``bar`` regions, when given): evidence comparable to what the flip needed,
+       wherever it lies;
     2. the rest of the object, flooded region by region from the mask: a neighbour joins when its
        score is at least ``colour_floor`` × that bar and either its mean Lab colour is within
        ``colour_delta`` of a masked neighbour's (segmentation often cuts one uniform part of the
@@ -309,7 +312,10 @@ def complete_evidence(
        of the image, and either scores at least ``surround_floor`` × the bar or is at most 4× the
        content found so far: marks on an arm, the other colour's rim of a two-colour pattern —
        hiding the marks alone flips a classifier but leaves the arm); a
-       same-colour neighbour covering more than half the image is background, never joined;
+       same-colour neighbour covering more than half the image is background, never joined, and
+       neither is one of the ``fragments`` cut from a large region
+       (:func:`~safeview.segment.split_colour_merges`) for its colour or its size alone: the
+       background it was cut from has that colour, and its pieces, textured, ring anything;
     3. gaps narrower than ``2 × close_radius`` closed and enclosed holes filled, and every region
        then covered by more than half absorbed whole;
     4. ``dilate_radius`` pixels of dilation, where the obfuscation would bleed across the edge.
@@ -328,12 +334,12 @@ def complete_evidence(
 
     from .segment import region_contacts
 
-    chosen = [int(r) for r in chosen]
+    chosen, fragments = [int(r) for r in chosen], set(fragments)
     mask = regions_mask(segments, chosen)
     if not chosen or not mask.any():
         return [], mask
     scores = region_scores(attribution, segments)
-    level = ratio * float(np.asarray(attribution)[mask].mean())
+    level = ratio * float(np.asarray(attribution)[mask if bar is None else regions_mask(segments, bar)].mean())
     twins = dict(protected or {})
     guarded = set(twins) - set(chosen)
     pieces: dict[int, list[int]] = {}
@@ -368,7 +374,7 @@ def complete_evidence(
                     continue
                 else:  # a neighbour holds its protected pieces' share of the border too (it goes on inside)
                     held = contacts[r][n] + sum(contacts[r].get(m, 0) for m in pieces.get(n, ()))
-                    if not ((sizes[n] <= segments.size / 2 and close) or (
+                    if not ((sizes[n] <= segments.size / 2 and close and n not in fragments) or (
                             held / boundary >= surround and sizes[n] <= segments.size / 4 and scores[n] >= surround_floor * level)):
                         continue
                 join(n)
@@ -389,7 +395,8 @@ def complete_evidence(
             group = [m for m in border if m not in taken and np.linalg.norm(colours[m] - colours[n]) <= colour_delta]
             share, group_size = sum(border[m] for m in group) / total, sizes[group].sum()
             scored = min(scores[group]) >= surround_floor * level
-            if share >= surround and group_size <= segments.size / 4 and (scored or group_size <= 4 * area):
+            small = group_size <= 4 * area and not fragments.intersection(group)
+            if share >= surround and group_size <= segments.size / 4 and (scored or small):
                 for m in group:
                     join(m, shown=scored)
                     frontier.append(m)
@@ -449,6 +456,8 @@ class CSEConfig:
     below ``1 - threshold`` the unsafe probability must fall in ``hide`` mode and in verification;
     ``completion_ratio``, ``colour_delta``, ``colour_floor``, ``surround_floor``, ``close``, ``dilate`` configure
     :func:`complete_evidence` (``close`` and ``dilate`` as fractions of the image's shorter side);
+    ``split``: before completion, regions covering at least that share of the image are cut at their
+    strongest colour edge (:func:`safeview.segment.split_colour_merges`, sides ``colour_delta`` apart; 0: never);
     ``recheck`` recomputes the attribution on the completed output (that many rounds) and adds the regions next
     to the mask where evidence is left (:func:`evidence_left`, with ``recheck_ratio`` and
     ``recheck_contrast``); ``max_regions`` the search budget (None: the mode's,
@@ -468,6 +477,7 @@ class CSEConfig:
     colour_delta: float = 10.0
     colour_floor: float = 0.25
     surround_floor: float = 0.5
+    split: float = 0.1
     recheck: int = 1
     recheck_ratio: float = 0.5
     recheck_contrast: float = 2.0
@@ -503,6 +513,8 @@ class CSEConfig:
             raise ValueError(f"completion_ratio must lie in (0, 1], got {self.completion_ratio}")
         if self.colour_delta < 0 or not 0 <= self.colour_floor <= 1 or not 0 <= self.surround_floor <= 1:
             raise ValueError("colour_delta must be ≥ 0 (Lab units), colour_floor and surround_floor in [0, 1]")
+        if not 0 <= self.split <= 1:
+            raise ValueError(f"split is a share of the image in [0, 1] (0: never), got {self.split}")
         if not 0 <= self.close < 0.5 or not 0 <= self.dilate < 0.5:
             raise ValueError("close and dilate are fractions of the shorter side in [0, 0.5)")
         if self.recheck < 0 or not 0 < self.recheck_ratio <= 1 or self.recheck_contrast < 0:
@@ -593,7 +605,7 @@ def _cse(
     """:func:`cse`'s steps."""
     from .attribute import attribution_map
     from .protect import cut_segments, protected_twins
-    from .segment import segment
+    from .segment import segment, split_colour_merges
     from .verify import verify
 
     image = np.ascontiguousarray(image)
@@ -656,15 +668,21 @@ def _cse(
         queries += sum(len(copies) for copies in result.unsafe_probabilities.values())
         return result
 
+    fragments: list[int] = []
     if search.found and config.mode == "hide":
+        if config.split > 0:  # a part of the content merged into a large region: cut it out before completion
+            keep = {*regions, *guarded, *(t for t in twins.values() if t is not None)}
+            segments, fragments = split_colour_merges(image, segments, keep, min_share=config.split, delta=config.colour_delta)
+            order = [int(r) for r in rank_regions(region_scores(attribution, segments))]
+            free = [r for r in order if r not in guarded]
         side = min(image.shape[:2])
         close_r, dilate_r = round(config.close * side), max(1, round(config.dilate * side)) if config.dilate else 0
-        recheck, protected_added = config.recheck, 0
+        recheck, protected_added, rechecked = config.recheck, 0, set()
         while True:
             completed, mask = complete_evidence(
                 image, segments, attribution, regions, ratio=config.completion_ratio, colour_delta=config.colour_delta,
                 colour_floor=config.colour_floor, surround_floor=config.surround_floor, close_radius=close_r, dilate_radius=dilate_r,
-                protected=twins,
+                protected=twins, fragments=fragments, bar=[r for r in regions if r not in rechecked],
             )
             output = obfuscator(image, mask)
             if recheck > 0:  # evidence left next to what was hidden: attribution recomputed on the output
@@ -674,7 +692,8 @@ def _cse(
                 timings["attribute"] += time.perf_counter() - t_attr
                 extra = [r for r in evidence_left(segments, left, mask, ratio=config.recheck_ratio,
                                                   contrast=config.recheck_contrast) if r not in guarded]
-                if extra:
+                if extra:  # masked, but they do not lower completion's bar: the classifier looked there on the output
+                    rechecked.update(r for r in extra if r not in regions)
                     regions.extend(r for r in extra if r not in regions)
                     continue
             verification = check(output, early=True)
