@@ -221,6 +221,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=600, help="images in total, split evenly across categories")
     parser.add_argument("--seed", type=int, default=77, help="held-out benchmark seed (the demo models trained on 0)")
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--stride", type=int, default=None,
+                        help="seeds are seed·10⁶ + category index·stride + i (default: images per category; "
+                             "100000 gives bench/reproduce.py's images)")
     parser.add_argument("--modes", default="hide,paper", help="comma-separated CSE modes: hide, paper, minimal")
     parser.add_argument("--segmentation", default="bass", help="method, optionally with parameters: bass:attribution_weight=0")
     parser.add_argument("--attribution", default="fullgrad")
@@ -249,7 +252,7 @@ def main() -> None:
         for category in categories:
             classifier = classifier_for(args.model, category)
             # a category's images do not depend on which other categories run (--categories)
-            seeds = [args.seed * 1_000_000 + CATEGORIES.index(category) * per + i for i in range(per)]
+            seeds = [args.seed * 1_000_000 + CATEGORIES.index(category) * (args.stride or per) + i for i in range(per)]
             t0 = time.perf_counter()
             rows = [score_image(classifier, make_sample(category, True, seed=s, size=args.size), config) for s in seeds]
             r = {"mode": mode, "label": mode, "category": category, **summarise(rows, mode), "rows": rows}
@@ -260,7 +263,7 @@ def main() -> None:
         results.append({"mode": mode, "label": mode, "category": "all", **summarise(pooled, mode)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "command": "python bench/cse.py " + " ".join(sys.argv[1:]), "n": args.n, "seed": args.seed, "size": args.size,
+        "command": "python bench/cse.py " + " ".join(sys.argv[1:]), "n": args.n, "seed": args.seed, "stride": args.stride, "size": args.size,
         "config": {k: (dict(v) if hasattr(v, "items") else v) for k, v in base.__dict__.items()},
         "threads": args.threads, "torch": torch.__version__, "load_average_start": load, "load_average_end": os.getloadavg()[0],
     }

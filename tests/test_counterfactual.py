@@ -197,7 +197,8 @@ def _ring_around_a_centre():
 def test_completion_takes_fragments_only_for_what_the_classifier_sees():
     """Pieces cut out of a large region (``fragments``) never join for their colour or their size
     alone — the wall they were cut from has that colour, and its pieces ring anything — but they
-    do join when they score: the same scene with and without the fragment rule."""
+    do join when they score: the same scene with and without the fragment rule; the wall itself
+    joins only when it scores as much as what the flip needed."""
     from safeview.counterfactual import complete_evidence
 
     image, segments, attribution = _ring_around_a_centre()
@@ -208,20 +209,10 @@ def test_completion_takes_fragments_only_for_what_the_classifier_sees():
     attribution[segments == 2] = 0.6  # the classifier looks at the ring too
     scored = set(complete_evidence(image, segments, attribution, [1], fragments={0, 2, 3})[0])
     assert 2 in scored and 0 not in scored
-
-
-def test_regions_outside_the_bar_do_not_lower_it():
-    """Completion's bar is the mean attribution of the ``bar`` regions: a region the re-check
-    added for where the classifier looks on the output, with little attribution on the original,
-    is hidden but must not let every weaker region in."""
-    from safeview.counterfactual import complete_evidence
-
-    image, segments, attribution = _ring_around_a_centre()
-    attribution[segments == 3] = 0.0  # the re-check's region
-    attribution[segments == 2] = 0.6  # under 0.8 of the centre's attribution, over 0.8 of the mean with region 3
-    lowered = set(complete_evidence(image, segments, attribution, [1, 3], surround=1.1)[0])  # no surround joins
-    kept = set(complete_evidence(image, segments, attribution, [1, 3], surround=1.1, bar=[1])[0])
-    assert 2 in lowered and 2 not in kept
+    # what is left of a cut region (a wall) joins only for its attribution, never as a neighbour
+    assert 3 not in complete_evidence(image, segments, attribution, [1], walls={3})[0]
+    attribution[segments == 3] = 0.9
+    assert 3 in complete_evidence(image, segments, attribution, [1], walls={3})[0]
 
 
 def test_a_ring_the_segmentation_merged_into_the_wall_is_hidden():

@@ -296,14 +296,13 @@ def complete_evidence(
     dilate_radius: int = 0,
     protected: Mapping[int, int | None] | None = None,
     fragments: Collection[int] = (),
-    bar: Sequence[int] | None = None,
+    walls: Collection[int] = (),
 ) -> tuple[list[int], np.ndarray]:
     """Evidence completion after the search: grow the mask of the ``chosen`` regions to the rest
     of the content, so that what a person sees is hidden and not only what flipped the model.
 
     1. regions whose Def. 1 score is at least ``ratio`` × the mean attribution inside the chosen
-       mask (of the ``bar`` regions, when given): evidence comparable to what the flip needed,
-       wherever it lies;
+       mask: evidence comparable to what the flip needed, wherever it lies;
     2. the rest of the object, flooded region by region from the mask: a neighbour joins when its
        score is at least ``colour_floor`` × that bar and either its mean Lab colour is within
        ``colour_delta`` of a masked neighbour's (segmentation often cuts one uniform part of the
@@ -312,10 +311,11 @@ def complete_evidence(
        of the image, and either scores at least ``surround_floor`` × the bar or is at most 4× the
        content found so far: marks on an arm, the other colour's rim of a two-colour pattern —
        hiding the marks alone flips a classifier but leaves the arm); a
-       same-colour neighbour covering more than half the image is background, never joined, and
-       neither is one of the ``fragments`` cut from a large region
-       (:func:`~safeview.segment.split_colour_merges`) for its colour or its size alone: the
-       background it was cut from has that colour, and its pieces, textured, ring anything;
+       same-colour neighbour covering more than half the image is background, never joined. When
+       large regions were cut at their colour edge (:func:`~safeview.segment.split_colour_merges`),
+       what is left of each (``walls``) joins only by step 1, and the ``fragments`` cut out of them
+       never for their colour or their size alone: the wall has their colour, and its pieces ring
+       anything;
     3. gaps narrower than ``2 × close_radius`` closed and enclosed holes filled, and every region
        then covered by more than half absorbed whole;
     4. ``dilate_radius`` pixels of dilation, where the obfuscation would bleed across the edge.
@@ -334,12 +334,12 @@ def complete_evidence(
 
     from .segment import region_contacts
 
-    chosen, fragments = [int(r) for r in chosen], set(fragments)
+    chosen, fragments, walls = [int(r) for r in chosen], set(fragments), set(walls)
     mask = regions_mask(segments, chosen)
     if not chosen or not mask.any():
         return [], mask
     scores = region_scores(attribution, segments)
-    level = ratio * float(np.asarray(attribution)[mask if bar is None else regions_mask(segments, bar)].mean())
+    level = ratio * float(np.asarray(attribution)[mask].mean())
     twins = dict(protected or {})
     guarded = set(twins) - set(chosen)
     pieces: dict[int, list[int]] = {}
@@ -365,7 +365,7 @@ def complete_evidence(
         while frontier:  # neighbours that are the rest of the same part, or that surround a region
             r = frontier.pop()
             boundary = max(1, sum(contacts[r].values()))
-            for n in sorted(set(contacts[r]) - taken):
+            for n in sorted(set(contacts[r]) - taken - walls):
                 close = np.linalg.norm(colours[n] - colours[r]) <= colour_delta
                 if n in guarded:  # the content going on inside: its twin's seam is unbroken, or from a piece already in
                     if not ((twins[n] == r and r in evidence) or (r in guarded and close and scores[n] >= colour_floor * level)):
@@ -389,10 +389,10 @@ def complete_evidence(
                     border[owner] = border.get(owner, 0) + c
         total, area = max(1, sum(border.values())), sizes[sorted(taken)].sum()
         for n in sorted(border, key=lambda n: -border[n]):
-            if n in taken:
+            if n in taken or n in walls:
                 continue
             # the neighbour and those of its colour (a rim the segmentation cut into pieces)
-            group = [m for m in border if m not in taken and np.linalg.norm(colours[m] - colours[n]) <= colour_delta]
+            group = [m for m in border if m not in taken and m not in walls and np.linalg.norm(colours[m] - colours[n]) <= colour_delta]
             share, group_size = sum(border[m] for m in group) / total, sizes[group].sum()
             scored = min(scores[group]) >= surround_floor * level
             small = group_size <= 4 * area and not fragments.intersection(group)
@@ -477,7 +477,7 @@ class CSEConfig:
     colour_delta: float = 10.0
     colour_floor: float = 0.25
     surround_floor: float = 0.5
-    split: float = 0.1
+    split: float = 0.25
     recheck: int = 1
     recheck_ratio: float = 0.5
     recheck_contrast: float = 2.0
@@ -669,20 +669,23 @@ def _cse(
         return result
 
     fragments: list[int] = []
+    walls: list[int] = []
     if search.found and config.mode == "hide":
         if config.split > 0:  # a part of the content merged into a large region: cut it out before completion
             keep = {*regions, *guarded, *(t for t in twins.values() if t is not None)}
-            segments, fragments = split_colour_merges(image, segments, keep, min_share=config.split, delta=config.colour_delta)
+            before = int(segments.max()) + 1
+            segments, cut = split_colour_merges(image, segments, keep, min_share=config.split, delta=config.colour_delta)
+            walls, fragments = [r for r in cut if r < before], [r for r in cut if r >= before]
             order = [int(r) for r in rank_regions(region_scores(attribution, segments))]
             free = [r for r in order if r not in guarded]
         side = min(image.shape[:2])
         close_r, dilate_r = round(config.close * side), max(1, round(config.dilate * side)) if config.dilate else 0
-        recheck, protected_added, rechecked = config.recheck, 0, set()
+        recheck, protected_added = config.recheck, 0
         while True:
             completed, mask = complete_evidence(
                 image, segments, attribution, regions, ratio=config.completion_ratio, colour_delta=config.colour_delta,
                 colour_floor=config.colour_floor, surround_floor=config.surround_floor, close_radius=close_r, dilate_radius=dilate_r,
-                protected=twins, fragments=fragments, bar=[r for r in regions if r not in rechecked],
+                protected=twins, fragments=fragments, walls=walls,
             )
             output = obfuscator(image, mask)
             if recheck > 0:  # evidence left next to what was hidden: attribution recomputed on the output
@@ -692,8 +695,7 @@ def _cse(
                 timings["attribute"] += time.perf_counter() - t_attr
                 extra = [r for r in evidence_left(segments, left, mask, ratio=config.recheck_ratio,
                                                   contrast=config.recheck_contrast) if r not in guarded]
-                if extra:  # masked, but they do not lower completion's bar: the classifier looked there on the output
-                    rechecked.update(r for r in extra if r not in regions)
+                if extra:
                     regions.extend(r for r in extra if r not in regions)
                     continue
             verification = check(output, early=True)

@@ -109,16 +109,19 @@ def split_colour_merges(
 ) -> tuple[np.ndarray, list[int]]:
     """Cut every region covering at least ``min_share`` of the image (but those in ``keep``) at its
     strongest colour edge: its pixels are split in two along the first principal axis of their Lab
-    colours (after a Gaussian blur of ``smoothing`` pixels) at Otsu's threshold, when the two sides' mean colours lie more than ``delta`` apart;
-    specks under ``min_piece`` of the image go back to the other side, and each side's 4-connected
-    pieces become regions (the largest keeps the region's label, the others get new ones after the
-    last). Pieces still that large are cut again, ``rounds`` deep. Returns the new labels and the
-    labels of every piece of a region that was cut.
+    colours (after a Gaussian blur of ``smoothing`` pixels) at Otsu's threshold, when the two sides'
+    mean colours lie more than ``delta`` apart; specks of at most ``min_piece`` of the image go back
+    to the other side, and each side's 4-connected pieces become regions (the largest keeps the
+    region's label, the others get new ones after the last). Pieces still that large are cut
+    again, ``rounds`` deep. Returns the new labels and the labels of every piece of a region that
+    was cut.
 
     Why: an adaptive segmentation (BASS) can merge a part of the content into a background of a
-    similar colour — a ring into the wall behind it — and evidence completion rightly never joins a
-    region that large, so the part stays visible once the rest has flipped the classifier. A
-    homogeneous background, a gradient included, stays in a few large pieces."""
+    similar colour — a ring into the wall behind it — and CSE's evidence completion rightly never
+    joins a region that large, so the part stays visible once the rest has flipped the classifier
+    (SafeView's addition; the paper's CSE has no completion). A plain background, pixel noise
+    included, stays whole, and a gradient in a few large pieces. Written with scikit-image's Otsu
+    threshold and labelling: no library splits given regions at a colour edge."""
     import cv2
     from skimage.filters import threshold_otsu
     from skimage.measure import label as cc_label
