@@ -182,7 +182,6 @@ def _ring_around_a_centre():
     r = np.hypot(ys - 30, xs - 30)
     segments = np.zeros((h, w), np.int32)
     segments[r < 14] = 2
-    segments[r < 8] = 1
     segments[26:34, 36:50] = 3  # cuts into the ring and touches the centre
     segments[r < 8] = 1
     image = np.zeros((h, w, 3), np.uint8)

@@ -101,7 +101,7 @@ def split_colour_merges(
     segments: np.ndarray,
     keep: Collection[int] = (),
     *,
-    min_share: float = 0.1,
+    min_share: float = 0.25,
     delta: float = 10.0,
     min_piece: float = 0.002,
     rounds: int = 2,
