@@ -129,12 +129,14 @@ def split_colour_merges(
 
     out = np.array(segments, dtype=np.int32, copy=True)
     total = out.size
-    smooth = cv2.GaussianBlur(np.asarray(image, np.float32) / 255.0, (0, 0), smoothing)  # pixel noise is not an edge
-    lab = cv2.cvtColor(smooth, cv2.COLOR_RGB2Lab)
     sizes = np.bincount(out.ravel())
     skip = {int(r) for r in keep}
     queue = [(int(r), 0) for r in np.flatnonzero(sizes >= min_share * total) if int(r) not in skip]
     cut: set[int] = set()
+    if not queue:
+        return out, []
+    smooth = cv2.GaussianBlur(np.asarray(image, np.float32) / 255.0, (0, 0), smoothing)  # pixel noise is not an edge
+    lab = cv2.cvtColor(smooth, cv2.COLOR_RGB2Lab)
     next_label, smallest = len(sizes), round(min_piece * total)  # pieces of at most that many pixels are specks
     while queue:
         r, depth = queue.pop()
