@@ -210,6 +210,8 @@ def test_completion_takes_fragments_only_for_what_the_classifier_sees():
     assert 2 in scored and 0 not in scored
     # what is left of a cut region (a wall) joins only for its attribution, never as a neighbour
     assert 3 not in complete_evidence(image, segments, attribution, [1], walls={3})[0]
+    assert 2 in complete_evidence(image, segments, attribution, [1])[0]  # the ring as a scored surround…
+    assert 2 not in complete_evidence(image, segments, attribution, [1], walls={2})[0]  # …unless it is a wall
     attribution[segments == 3] = 0.9
     assert 3 in complete_evidence(image, segments, attribution, [1], walls={3})[0]
 
@@ -234,6 +236,23 @@ def test_a_ring_the_segmentation_merged_into_the_wall_is_hidden():
             recalls[split].append(result.mask[sample.mask].mean())
     assert min(recalls[CSEConfig().split]) > 0.9
     assert max(recalls[0.0]) < 0.8
+
+
+def test_the_cut_leaves_protected_pixels_and_hides_the_ring():
+    """A protected box inside the wall a ring was merged into (the wall, 28 % of the image, is
+    the box's twin and stays over a quarter): the cut never touches the protected region, the box
+    stays bit-identical, and the ring is still hidden."""
+    from safeview.classify import load_classifier
+    from safeview.counterfactual import CSEConfig, cse
+    from safeview.synth import make_sample
+
+    sample = make_sample("sexual", True, seed=79_000_133, size=256)
+    protected = np.zeros(sample.mask.shape, bool)
+    protected[210:246, 210:246] = True
+    assert not (protected & sample.mask).any()
+    result = cse(load_classifier("demo-sexual"), sample.image, config=CSEConfig(), protected=protected)
+    assert result.verified and result.mask[sample.mask].mean() > 0.9
+    assert (result.output[protected] == sample.image[protected]).all()
 
 
 def test_a_second_instance_is_hidden_too(red_classifier, photo):

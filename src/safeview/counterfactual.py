@@ -313,9 +313,9 @@ def complete_evidence(
        hiding the marks alone flips a classifier but leaves the arm); a
        same-colour neighbour covering more than half the image is background, never joined. When
        large regions were cut at their colour edge (:func:`~safeview.segment.split_colour_merges`),
-       what is left of each (``walls``) joins only by step 1, and the ``fragments`` cut out of them
-       never for their colour or their size alone: the wall has their colour, and its pieces ring
-       anything;
+       what is left of each (``walls``) never joins in this step (step 1 and step 3's absorption
+       still may), and the ``fragments`` cut out of them never for their colour or their size
+       alone: the wall has their colour, and its pieces ring anything;
     3. gaps narrower than ``2 × close_radius`` closed and enclosed holes filled, and every region
        then covered by more than half absorbed whole;
     4. ``dilate_radius`` pixels of dilation, where the obfuscation would bleed across the edge.
@@ -456,8 +456,9 @@ class CSEConfig:
     below ``1 - threshold`` the unsafe probability must fall in ``hide`` mode and in verification;
     ``completion_ratio``, ``colour_delta``, ``colour_floor``, ``surround_floor``, ``close``, ``dilate`` configure
     :func:`complete_evidence` (``close`` and ``dilate`` as fractions of the image's shorter side);
-    ``split``: before completion, regions covering at least that share of the image are cut at their
-    strongest colour edge (:func:`safeview.segment.split_colour_merges`, sides ``colour_delta`` apart; 0: never);
+    ``split``: in hide mode, once the search has flipped the model, regions covering at least that share of the
+    image are cut at their strongest colour edge before completion (:func:`safeview.segment.split_colour_merges`,
+    sides ``colour_delta`` apart; never the search's regions or protected regions; 0: never);
     ``recheck`` recomputes the attribution on the completed output (that many rounds) and adds the regions next
     to the mask where evidence is left (:func:`evidence_left`, with ``recheck_ratio`` and
     ``recheck_contrast``); ``max_regions`` the search budget (None: the mode's,
@@ -672,7 +673,7 @@ def _cse(
     walls: list[int] = []
     if search.found and config.mode == "hide":
         if config.split > 0:  # a part of the content merged into a large region: cut it out before completion
-            keep = {*regions, *guarded, *(t for t in twins.values() if t is not None)}
+            keep = {*regions, *guarded}  # a twin may be cut: its label stays on its largest piece
             before = int(segments.max()) + 1
             segments, cut = split_colour_merges(image, segments, keep, min_share=config.split, delta=config.colour_delta)
             walls, fragments = [r for r in cut if r < before], [r for r in cut if r >= before]

@@ -110,7 +110,8 @@ class CounterfactualResult(BaseModel):
     completed: list[int] = Field(default_factory=list, description="region ids added by evidence completion (hide mode)")
     depth: int = Field(description="number of regions obfuscated (search and completion; after pruning in minimal mode)")
     greedy_depth: int = Field(description="number of regions of the greedy prefix the search stopped at")
-    n_regions: int = Field(description="number of regions the segmentation produced")
+    n_regions: int = Field(description="number of regions the segmentation produced (in hide mode counting the pieces large "
+                                       "regions were cut into before completion; the ids in regions and completed refer to these)")
     queries: int = Field(description="images classified during the search")
     obfuscated_fraction: float
     unsafe_probability_steps: list[float] = Field(description="unsafe probability of the original, then of each greedy prefix")

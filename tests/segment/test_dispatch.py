@@ -92,3 +92,18 @@ def test_split_colour_merges_leaves_a_plain_region_and_kept_ones_whole():
     ringed, segments, _ = _merged_ring()
     out, cut = split_colour_merges(ringed, segments, keep={0})
     assert (out == segments).all() and cut == []
+
+
+def test_split_colour_merges_needs_a_colour_edge_that_is_more_than_specks():
+    """One exact colour is never cut, and neither is a region whose other side is only specks,
+    even when the region lies in two parts (as protection's cut leaves regions)."""
+    from safeview.segment import split_colour_merges
+
+    flat = np.full((60, 60, 3), 120, np.uint8)
+    segments = np.zeros((60, 60), np.int32)
+    assert split_colour_merges(flat, segments, smoothing=0)[1] == []
+    segments[:, 28:32] = 2  # label 0 now lies in two parts, with no colour edge in it
+    specked = flat.copy()
+    specked[10:12, 10:12] = 255  # a 2×2 speck
+    out, cut = split_colour_merges(specked, segments, smoothing=0)
+    assert cut == [] and (out == segments).all()

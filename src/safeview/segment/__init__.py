@@ -117,8 +117,8 @@ def split_colour_merges(
     was cut.
 
     Why: an adaptive segmentation (BASS) can merge a part of the content into a background of a
-    similar colour — a ring into the wall behind it — and CSE's evidence completion rightly never
-    joins a region that large, so the part stays visible once the rest has flipped the classifier
+    similar colour — a ring into the wall behind it — and CSE's evidence completion rightly does not
+    join a region that large as a rim, so the part stays visible once the rest has flipped the classifier
     (SafeView's addition; the paper's CSE has no completion). A plain background, pixel noise
     included, stays whole, and a gradient in a few large pieces. Written with scikit-image's Otsu
     threshold and labelling: no library splits given regions at a colour edge."""
@@ -131,11 +131,13 @@ def split_colour_merges(
     total = out.size
     sizes = np.bincount(out.ravel())
     skip = {int(r) for r in keep}
-    queue = [(int(r), 0) for r in np.flatnonzero(sizes >= min_share * total) if int(r) not in skip]
+    queue = [(int(r), 0) for r in np.flatnonzero((sizes >= min_share * total) & (sizes > 0)) if int(r) not in skip]
     cut: set[int] = set()
     if not queue:
         return out, []
-    smooth = cv2.GaussianBlur(np.asarray(image, np.float32) / 255.0, (0, 0), smoothing)  # pixel noise is not an edge
+    smooth = np.asarray(image, np.float32) / 255.0
+    if smoothing > 0:  # pixel noise is not an edge
+        smooth = cv2.GaussianBlur(smooth, (0, 0), smoothing)
     lab = cv2.cvtColor(smooth, cv2.COLOR_RGB2Lab)
     next_label, smallest = len(sizes), round(min_piece * total)  # pieces of at most that many pixels are specks
     while queue:
@@ -145,7 +147,7 @@ def split_colour_merges(
         centred = pixels - pixels.mean(axis=0)
         axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
         projection = centred @ axis
-        if np.ptp(projection) <= 0:
+        if np.ptp(projection) <= 1e-6:  # one colour, up to float rounding
             continue
         upper = projection > threshold_otsu(projection)
         if np.linalg.norm(pixels[upper].mean(axis=0) - pixels[~upper].mean(axis=0)) <= delta:
@@ -153,6 +155,8 @@ def split_colour_merges(
         side = np.zeros(inside.shape, bool)
         side[inside] = upper
         side = inside & ~remove_small_objects(inside & ~remove_small_objects(side, max_size=smallest), max_size=smallest)
+        if not side[inside].any() or side[inside].all():  # the edge was only specks: no cut (a region in parts stays one)
+            continue
         pieces = cc_label(np.where(inside, side.astype(np.int64) + 1, 0), connectivity=1)
         counts = np.bincount(pieces[inside])
         if np.count_nonzero(counts) < 2:
