@@ -3,7 +3,7 @@ import pytest
 
 from safeview.counterfactual import confidence_reduction, greedy_search, rank_regions, region_scores, regions_mask
 from safeview.obfuscate import Obfuscator
-from scenes import grid_segments, red_predict
+from scenes import RedDetector, grid_segments, red_predict
 
 
 @pytest.fixture
@@ -53,6 +53,25 @@ def test_not_found_when_no_prefix_flips(scene):
     assert not cf.found
     assert cf.depth == 10 and cf.output is None
     assert len(cf.probabilities) == 11
+
+
+def test_a_search_continued_from_a_prefix_is_the_whole_search(scene):
+    """``base``: a search over the rest of the order, continued from an unfinished search's last
+    prefix, gives what one search over the whole order gives (regions, mask, steps, output)."""
+    from safeview.counterfactual import chained
+
+    image, segments, key = scene
+    order = [0, 1, 5, 2, 6, 3]
+    whole = greedy_search(red_predict(key), image, segments, order, source_class=1, prune=False, max_regions=6)
+    first = greedy_search(red_predict(key), image, segments, order, source_class=1, prune=False, max_regions=3)
+    assert whole.found and not first.found
+    rest = greedy_search(red_predict(key), image, segments, order[3:], source_class=1, prune=False,
+                         base=first.mask, original_probabilities=np.asarray(first.probabilities[-1]))
+    both = chained(first, rest)
+    assert both.found and both.regions == whole.regions == [0, 1, 5, 2, 6]
+    assert np.array_equal(both.mask, whole.mask) and np.array_equal(both.output, whole.output)
+    np.testing.assert_allclose(both.probabilities, whole.probabilities)
+    assert both.queries == first.queries + rest.queries and rest.queries <= 3  # the base was not classified again
 
 
 def test_uses_the_given_obfuscator(scene):
@@ -295,11 +314,51 @@ def test_fragment_classifier_does_not_leak_the_rest_of_the_content():
     assert np.median(recalls["paper"]) < np.median(recalls["hide"])
 
 
+def test_a_search_short_of_the_margin_goes_on_from_the_evidence_left(red_classifier, photo):
+    """A model that fires while enough of the content is visible, and a budget that ends before
+    the content is covered: hide mode recomputes the attribution on its last prefix and goes on
+    over what is left, so the output hides all of the content instead of falling back to the
+    whole image. Without it (``reattribute=0``) nothing is found."""
+    from safeview.counterfactual import CSEConfig, cse
+
+    image, truth = photo.copy(), np.zeros(photo.shape[:2], bool)
+    for y, x in ((6, 6), (6, 74), (74, 6), (74, 74)):  # four red patches in the corners
+        truth[y : y + 14, x : x + 14] = True
+    image[truth] = (255, 0, 0)
+    kw = {"segmentation": "slic", "segmentation_params": {"n_segments": 60, "compactness": 10}, "max_regions": 2}
+    cut_short = cse(red_classifier, image, config=CSEConfig(reattribute=0, **kw))
+    assert not cut_short.found and cut_short.output is None
+    result = cse(red_classifier, image, config=CSEConfig(**kw))
+    assert result.found and result.verified
+    assert result.search.greedy_depth > 2  # it went past the first budget
+    assert result.mask[truth].mean() > 0.97
+    assert result.mask.mean() < 2 * truth.mean()  # the content, not the whole image
+
+
+def test_traced_images_short_of_the_margin_are_hidden_not_given_up():
+    """Two sexual images of the reproduction's set where the demo model still fires on the
+    stand-in's last fragment after hide mode's 16 regions (fine segmentations, 114 and 117
+    regions): with the re-attribution they are verified with the stand-in hidden."""
+    from safeview.classify import load_classifier
+    from safeview.counterfactual import CSEConfig, cse
+    from safeview.leakage import leakage
+    from safeview.synth import make_sample
+
+    clf = load_classifier("demo-sexual")
+    for seed in (1_000_067, 1_000_068):
+        sample = make_sample("sexual", True, seed=seed, size=256)
+        assert not cse(clf, sample.image, config=CSEConfig(reattribute=0)).found
+        result = cse(clf, sample.image)
+        assert result.verified, seed
+        assert leakage(result.mask, sample.mask)["recall"] > 0.95, seed
+        assert result.obfuscated_fraction < 0.5, seed
+
+
 def test_config_is_validated_once():
     from safeview.counterfactual import CSEConfig
 
     for bad in ({"mode": "fast"}, {"margin": 0.5}, {"threshold": 1.0}, {"style": "smudge"}, {"perturbations": ("rot",)},
-                {"completion_ratio": 0}, {"max_regions": 0}, {"segmentation": "x"}, {"attribution": "x"}, {"split": 1.5}):
+                {"completion_ratio": 0}, {"max_regions": 0}, {"reattribute": -1}, {"segmentation": "x"}, {"attribution": "x"}, {"split": 1.5}):
         with pytest.raises(ValueError):
             CSEConfig(**bad)
     config = CSEConfig(segmentation_params={"n": 20})

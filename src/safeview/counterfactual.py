@@ -11,7 +11,8 @@ A minimal flip is not a hidden picture: a CNN stops firing long before a person 
 content. :func:`cse` therefore has three modes. ``paper`` is the paper's criterion exactly (the
 greedy prefix at the first flip, no completion, no pruning); ``minimal`` adds a pruning pass that
 makes the set 1-minimal (SafeView's first default); ``hide`` (the default) searches until the
-unsafe probability is a margin below the threshold, completes the evidence (regions whose
+unsafe probability is a margin below the threshold (re-ranking what is left by the attribution
+recomputed on its last prefix when its budget runs out first), completes the evidence (regions whose
 attribution is comparable to the chosen ones, fine superpixels of that evidence, gaps and holes
 closed, a few pixels of dilation) and verifies the output robustly (:mod:`safeview.verify`),
 extending the search while verification fails.
@@ -144,6 +145,7 @@ def greedy_search(
     prune: bool = True,
     flip_rule: FlipRule | None = None,
     original_probabilities: np.ndarray | None = None,
+    base: np.ndarray | None = None,
 ) -> Counterfactual:
     """Informed greedy search (Sec. 3.3): mask the top-1, top-2, … regions of ``order`` with
     ``obfuscator`` until ``flip_rule`` holds (default: another class > ``threshold``), trying at
@@ -151,7 +153,9 @@ def greedy_search(
 
     With ``prune``, chosen regions are then dropped one at a time (lowest-ranked first) while the
     output stays flipped. ``found`` is False when no prefix of ≤ ``max_regions`` regions flips.
-    ``original_probabilities``: the caller's prediction on ``image`` (saves that query).
+    ``original_probabilities``: the caller's prediction on ``image`` (saves that query), or on
+    ``image`` obfuscated over ``base`` (H×W bool): pixels already masked under every prefix, which
+    the returned mask includes (a search continued from an earlier one's last prefix).
     """
     obfuscator = obfuscator or Obfuscator()
     flipped = flip_rule or default_flip_rule(source_class, threshold)
@@ -166,17 +170,18 @@ def greedy_search(
         queries += len(masks)
         return probs, batch
 
+    initial = np.zeros(segments.shape, bool) if base is None else np.asarray(base, bool)
     if original_probabilities is None:
-        base_probs, _ = classify([np.zeros(segments.shape, bool)])
+        base_probs, _ = classify([initial])
     else:
         base_probs = np.asarray(original_probabilities, dtype=np.float64).reshape(1, -1)
     rows = [base_probs[0].tolist()]
-    empty = np.zeros(segments.shape, bool)
-    if flipped(base_probs)[0]:  # already not the source class: nothing to obfuscate
-        return Counterfactual(True, [], [], empty, rows, rows[0], source_class, queries, image.copy())
+    if flipped(base_probs)[0]:  # already not the source class: nothing (more) to obfuscate
+        return Counterfactual(True, [], [], initial, rows, rows[0], source_class, queries,
+                              image.copy() if base is None else obfuscator(image, initial))
 
     # cumulative masks of the prefixes, built incrementally
-    prefix_masks, current = [], empty
+    prefix_masks, current = [], initial
     for region in order:
         current = current | (segments == region)
         prefix_masks.append(current)
@@ -192,7 +197,7 @@ def greedy_search(
             verified_output, verified_probs = outputs[stop], probs[stop]
             break
     if hit is None:
-        last = prefix_masks[-1] if prefix_masks else empty
+        last = prefix_masks[-1] if prefix_masks else initial
         return Counterfactual(False, order, order, last, rows, rows[-1], source_class, queries, None)
 
     chosen = order[: hit + 1]
@@ -205,7 +210,7 @@ def greedy_search(
             drops = list(reversed(chosen))
             candidates = [[r for r in chosen if r != d] for d in drops]
             for start, end in growing_chunks(len(candidates), batch_size):
-                probs, outputs = classify([regions_mask(segments, c) for c in candidates[start:end]])
+                probs, outputs = classify([regions_mask(segments, c) | initial for c in candidates[start:end]])
                 flips = flipped(probs)
                 if flips.any():
                     i = int(np.argmax(flips))
@@ -216,12 +221,23 @@ def greedy_search(
         found=True,
         regions=chosen,
         greedy_regions=greedy,
-        mask=regions_mask(segments, chosen),
+        mask=regions_mask(segments, chosen) | initial,
         probabilities=rows,
         final_probabilities=verified_probs.tolist(),
         source_class=source_class,
         queries=queries,
         output=verified_output,
+    )
+
+
+def chained(first: Counterfactual, then: Counterfactual) -> Counterfactual:
+    """One search made of ``first`` (not found) and ``then``, a search continued from ``first``'s
+    last prefix (``greedy_search(..., base=first.mask)``)."""
+    return Counterfactual(
+        found=then.found, regions=[*first.regions, *then.regions], greedy_regions=[*first.greedy_regions, *then.greedy_regions],
+        mask=then.mask, probabilities=[*first.probabilities, *then.probabilities[1:]],
+        final_probabilities=then.final_probabilities, source_class=first.source_class,
+        queries=first.queries + then.queries, output=then.output,
     )
 
 
@@ -462,7 +478,9 @@ class CSEConfig:
     ``recheck`` recomputes the attribution on the completed output (that many rounds) and adds the regions next
     to the mask where evidence is left (:func:`evidence_left`, with ``recheck_ratio`` and
     ``recheck_contrast``); ``max_regions`` the search budget (None: the mode's,
-    :data:`DEFAULT_MAX_REGIONS`); ``perturbations`` the re-upload copies verification checks (:data:`safeview.verify.PERTURBATIONS`);
+    :data:`DEFAULT_MAX_REGIONS`); ``reattribute``: in hide mode, how many times a search that spent its
+    budget short of the margin goes on, with another budget, over the regions left ranked by the
+    attribution recomputed on its last prefix's output (the evidence the model still uses; 0: never); ``perturbations`` the re-upload copies verification checks (:data:`safeview.verify.PERTURBATIONS`);
     ``batch_size`` images per search forward (None: from the device, :func:`search_batch_size`)."""
 
     mode: str = "hide"
@@ -480,6 +498,7 @@ class CSEConfig:
     surround_floor: float = 0.5
     split: float = 0.25
     recheck: int = 1
+    reattribute: int = 2
     recheck_ratio: float = 0.5
     recheck_contrast: float = 2.0
     close: float = 0.02
@@ -518,8 +537,8 @@ class CSEConfig:
             raise ValueError(f"split is a share of the image in [0, 1] (0: never), got {self.split}")
         if not 0 <= self.close < 0.5 or not 0 <= self.dilate < 0.5:
             raise ValueError("close and dilate are fractions of the shorter side in [0, 0.5)")
-        if self.recheck < 0 or not 0 < self.recheck_ratio <= 1 or self.recheck_contrast < 0:
-            raise ValueError("recheck must be ≥ 0 rounds, recheck_ratio in (0, 1] and recheck_contrast ≥ 0")
+        if self.recheck < 0 or self.reattribute < 0 or not 0 < self.recheck_ratio <= 1 or self.recheck_contrast < 0:
+            raise ValueError("recheck and reattribute must be ≥ 0 rounds, recheck_ratio in (0, 1] and recheck_contrast ≥ 0")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
@@ -642,13 +661,32 @@ def _cse(
         unsafe = np.asarray(rows)[:, unsafe_idx].sum(axis=1)
         return unsafe <= level if config.mode == "hide" else 1.0 - unsafe > config.threshold
 
-    def search_over(candidates: list[int]) -> Counterfactual:
+    def search_from(candidates: list[int], known: np.ndarray, base: np.ndarray | None = None) -> Counterfactual:
         return greedy_search(
             classifier, image, segments, candidates,
             source_class=target, threshold=config.threshold, max_regions=config.max_regions, obfuscator=obfuscator,
             batch_size=config.batch_size or search_batch_size(getattr(classifier, "device", "cpu")),
-            prune=config.mode == "minimal", flip_rule=below, original_probabilities=probs,
+            prune=config.mode == "minimal", flip_rule=below, original_probabilities=known, base=base,
         )
+
+    def search_over(candidates: list[int]) -> Counterfactual:
+        """The greedy search over ``candidates`` in Def. 1 order; in hide mode, when its budget is
+        spent short of the margin, the attribution is recomputed on its last prefix's output and the
+        search goes on from that prefix over the candidates left, in the new order (``reattribute`` rounds)."""
+        search = search_from(candidates, probs)
+        rounds = config.reattribute if config.mode == "hide" else 0
+        while not search.found and rounds > 0:
+            rounds -= 1
+            t_attr = time.perf_counter()
+            left = attribution_map(classifier, obfuscator(image, search.mask), target, method=config.attribution)
+            timings["attribute"] += time.perf_counter() - t_attr
+            tried = set(search.regions)
+            allowed = set(candidates) - tried
+            rest = [int(r) for r in rank_regions(region_scores(left, segments)) if r in allowed]
+            if not rest:
+                break
+            search = chained(search, search_from(rest, np.asarray(search.probabilities[-1]), base=search.mask))
+        return search
 
     search = search_over(free)
     queries = search.queries
