@@ -676,15 +676,14 @@ def _cse(
         search = search_from(candidates, probs)
         rounds = config.reattribute if config.mode == "hide" else 0
         while not search.found and rounds > 0:
+            left_over = set(candidates) - set(search.regions)
+            if not left_over:
+                break
             rounds -= 1
             t_attr = time.perf_counter()
             left = attribution_map(classifier, obfuscator(image, search.mask), target, method=config.attribution)
             timings["attribute"] += time.perf_counter() - t_attr
-            tried = set(search.regions)
-            allowed = set(candidates) - tried
-            rest = [int(r) for r in rank_regions(region_scores(left, segments)) if r in allowed]
-            if not rest:
-                break
+            rest = [int(r) for r in rank_regions(region_scores(left, segments)) if r in left_over]
             search = chained(search, search_from(rest, np.asarray(search.probabilities[-1]), base=search.mask))
         return search
 
