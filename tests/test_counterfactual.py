@@ -3,7 +3,7 @@ import pytest
 
 from safeview.counterfactual import confidence_reduction, greedy_search, rank_regions, region_scores, regions_mask
 from safeview.obfuscate import Obfuscator
-from scenes import RedDetector, grid_segments, red_predict
+from scenes import grid_segments, red_predict
 
 
 @pytest.fixture
@@ -72,6 +72,12 @@ def test_a_search_continued_from_a_prefix_is_the_whole_search(scene):
     assert np.array_equal(both.mask, whole.mask) and np.array_equal(both.output, whole.output)
     np.testing.assert_allclose(both.probabilities, whole.probabilities)
     assert both.queries == first.queries + rest.queries and rest.queries <= 3  # the base was not classified again
+    # pruning keeps the base: only the continuation's own regions are dropped
+    pruned = greedy_search(red_predict(key), image, segments, order[3:], source_class=1, base=first.mask,
+                           original_probabilities=np.asarray(first.probabilities[-1]))
+    assert pruned.found and pruned.regions == [6] and np.array_equal(pruned.mask, first.mask | (segments == 6))
+    with pytest.raises(ValueError, match="shape"):
+        greedy_search(red_predict(key), image, segments, order, source_class=1, base=first.mask[:-1])
 
 
 def test_uses_the_given_obfuscator(scene):
@@ -333,6 +339,25 @@ def test_a_search_short_of_the_margin_goes_on_from_the_evidence_left(red_classif
     assert result.search.greedy_depth > 2  # it went past the first budget
     assert result.mask[truth].mean() > 0.97
     assert result.mask.mean() < 2 * truth.mean()  # the content, not the whole image
+
+
+def test_no_continuation_once_the_prefix_covers_most_of_the_image(red_classifier, photo):
+    """A model that no obfuscation satisfies (the whole image is the content): a search whose
+    budget ends with little of the image masked goes on (two more budgets); one whose prefix
+    already covers most of the image falls back at once, without paying more forwards and
+    attributions for an output that would hide nearly everything anyway."""
+    from safeview.counterfactual import REATTRIBUTE_BELOW, CSEConfig, cse
+
+    image = photo.copy()
+    image[..., 0], image[..., 1:] = 255, image[..., 1:] // 8  # red everywhere: blurred, still red
+    kw = {"segmentation": "slic", "segmentation_params": {"n_segments": 60, "compactness": 10}}
+    small = cse(red_classifier, image, config=CSEConfig(max_regions=2, **kw))
+    assert not small.found and small.search.greedy_depth == 6  # 2 + 2 more rounds of 2
+    n = int(small.segments.max()) + 1
+    large = cse(red_classifier, image, config=CSEConfig(max_regions=n - 2, **kw))
+    first = large.search.greedy_regions[: n - 2]
+    assert regions_mask(large.segments, first).mean() >= REATTRIBUTE_BELOW
+    assert not large.found and large.search.greedy_depth == n - 2
 
 
 def test_traced_images_short_of_the_margin_are_hidden_not_given_up():
