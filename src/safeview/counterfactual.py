@@ -258,9 +258,9 @@ DEFAULT_MAX_REGIONS = {"hide": 16, "paper": 10, "minimal": 10}
 #: hide mode's search goes on past its budget (``CSEConfig.reattribute``) only while its last prefix
 #: covers less than this share of the image: beyond it a verified output would hide nearly all of
 #: it anyway, and a model that cannot be brought to the margin (bench/speed.py's random-feature
-#: ResNet-50) would pay two more budgets and attributions before the whole-image fallback. Of the
-#: 69 images the continuation verified on the leak-free benchmark's 2,400, three had a prefix above
-#: it, two of them hidden at 99-100 % of the image (bench/README.md, "Leakage").
+#: ResNet-50) would pay two more budgets and attributions before the whole-image fallback. Without
+#: the cap the continuation verified 69 of the leak-free benchmark's 2,400 images; three had a prefix
+#: above it, two of them then hidden at 99-100 % of the image (bench/README.md, "Leakage").
 REATTRIBUTE_BELOW = 0.6
 #: BASS cells CSE starts from: the search masks at most ``max_regions`` regions a round, so a few dozen
 #: subobject regions, not BASS's reference hundreds (n = 15 px cells), suit it
