@@ -260,8 +260,9 @@ def test_models_shows_each_checkpoints_accuracy_training_data_and_false_alarm_ra
     assert result.exit_code == 0
     assert "trained on 8000 images from build/demo-data-sexual/sexual" in result.stdout
     assert result.stdout.count("(236 views of 206 photos;") == 3  # the three demo models, measured when built
-    assert result.stdout.count("(safeview.synth, recipe train, seed 0, 256 px)") == 2
+    assert result.stdout.count("(safeview.synth, recipe train, seed 0, 256 px)") == 1
     assert "(safeview.synth, recipe train_faces, seed 1, 256 px)" in result.stdout  # cyberbullying's last schedule
+    assert "(safeview.synth, recipe train_petals, seed 2, 256 px)" in result.stdout  # self-harm's last schedule
     meta = {"test_accuracy": 0.9, "n_images": {"train": 40, "val": 5, "test": 5}, "trained_on": "photos/",
             "real_false_alarm_rate": 0.25, "warnings": ["test split: the calibration temperature is at its upper bound"]}
     clf = Classifier.from_module(build("small", 2, width=8), ["safe", "unsafe"], ["unsafe"], preprocess=Preprocess(resize=(32, 32)), metadata=meta)

@@ -96,7 +96,7 @@ Style = Literal["blur", "pixelate", "fill", "mean"]
 Fallback = Literal["full", "prefix", "none"]
 Backend = Literal["evidence", "instructblip", "openai"]
 ReportOriginals = Literal["none", "full"]
-SynthRecipe = Literal["benchmark", "train", "train_faces"]
+SynthRecipe = Literal["benchmark", "train", "train_faces", "train_petals"]
 
 #: the options `scan` and `batch` share: each becomes a ScanConfig field (see _scan_config)
 SCAN_OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -506,7 +506,7 @@ def synth(
     size: int = typer.Option(256, help="Image side in pixels."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Write only this category of the run (repeatable); ids and seeds stay those of the whole run."),
-    recipe: SynthRecipe = typer.Option("benchmark", help="'benchmark' draws on photos the demo models never saw; 'train' on the others, with bare backgrounds and the other categories' objects as hard negatives; 'train_faces' also drawn faces."),
+    recipe: SynthRecipe = typer.Option("benchmark", help="'benchmark' draws on photos the demo models never saw; 'train' on the others, with bare backgrounds and the other categories' objects as hard negatives; 'train_faces' also drawn faces; 'train_petals' also drawn flower heads."),
 ) -> None:
     """Generate the synthetic benchmark: benign photos with drawn unsafe stand-ins and exact masks."""
     from rich.progress import Progress

@@ -30,10 +30,12 @@ Stand-ins (what the mask covers) and their distractors, per category:
     in blue, black, brown or green); ``lines_no_skin`` (red parallel marks on a grey, blue, white or
     green capsule).
 
-Every recipe but ``train_faces`` uses only these. ``train_faces`` adds ``face``, a drawn head (skin
-oval, hair, ears, eyes, brows, nose, mouth, sometimes glasses or a beard), as a negative for every
-category: faces are the evidence an investigator needs kept (issue 16), and a model that learned
-skin-toned hands must not answer to them.
+Every recipe but ``train_faces`` and ``train_petals`` uses only these. ``train_faces`` adds ``face``,
+a drawn head (skin oval, hair, ears, eyes, brows, nose, mouth, sometimes glasses or a beard), as a
+negative for every category: faces are the evidence an investigator needs kept (issue 16), and a
+model that learned skin-toned hands must not answer to them. ``train_petals`` adds ``petals``, a
+flower head of warm, skin-like petals edged in red arcs, as a negative: a self-harm model that
+learned "skin tone crossed by red" called a real orange dahlia unsafe.
 
 Every object is drawn opaque (binary alpha, no blending), distractors first and stand-ins on top, so
 the mask is exactly the set of pixels whose colour comes from a stand-in. Each object covers about
@@ -494,6 +496,33 @@ def _face(rng: np.random.Generator, side: int) -> Drawn:
     return layer.arrays()
 
 
+def _petals(rng: np.random.Generator, side: int) -> Drawn:
+    """A flower head ``side`` pixels across seen from above: rows of overlapping rounded petals in
+    skin-like warm tones, each edged by a darker orange-red arc (curves, no straight marks)."""
+    w, h = max(8, side), max(8, round(side * rng.uniform(0.8, 1.0)))
+    warm = np.concatenate([_SKIN, [(250, 175, 115), (245, 150, 100), (250, 200, 150), (240, 160, 150)]])
+    base = _jitter(rng, warm[rng.integers(len(warm))], 12)
+    edge = np.array((rng.uniform(190, 240), rng.uniform(60, 120), rng.uniform(30, 70)))
+    layer = _Layer(w, h)
+    layer.draw("ellipse", [0, 0, w - 1, h - 1], base)
+    rows = int(rng.integers(3, 6))
+    for ring in range(rows, 0, -1):  # outer rows first, the inner ones on top
+        radius = ring / rows * 0.45
+        petals = max(5, int(rng.integers(6, 11) * ring / rows + 4))
+        size = max(2.0, min(w, h) * rng.uniform(0.07, 0.11) * (0.6 + ring / rows))
+        turn = rng.uniform(0, 2 * math.pi)
+        for k in range(petals):
+            a = turn + 2 * math.pi * k / petals
+            cx, cy = w / 2 + math.cos(a) * radius * w, h / 2 + math.sin(a) * radius * h
+            colour = base * rng.uniform(0.85, 1.05)
+            box = [cx - size, cy - size * 0.8, cx + size, cy + size * 0.8]
+            layer.paint("ellipse", box, colour)
+            layer.paint("arc", box, edge * rng.uniform(0.85, 1.0), start=int(math.degrees(a)) - 70,
+                        end=int(math.degrees(a)) + 70, width=max(1, round(size * 0.25)))
+    rgb, alpha = layer.arrays()
+    return np.clip(rgb + rng.normal(0, 3, size=rgb.shape), 0, 255).round().astype(np.uint8), alpha
+
+
 #: category -> (stand-in kinds, distractor kinds); each kind's drawer takes (rng, side).
 _KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sexual": (("rings",), ("checker", "rings_other", "plain")),
@@ -512,6 +541,8 @@ def _draw(kind: str, rng: np.random.Generator, side: int) -> Drawn:
         return _capsule(kind, rng, side)
     if kind == "face":
         return _face(rng, side)
+    if kind == "petals":
+        return _petals(rng, side)
     return _ellipse_texture(kind, rng, side)
 
 
@@ -579,16 +610,19 @@ class Recipe:
     empty_safe: float = 0.0
     cross_negatives: float = 0.0
     faces: float = 0.0
+    petals: float = 0.0
 
 
 #: ``benchmark``: the images CSE is measured on, the demo's and the tests' (held-out photos, each
 #: category's own distractors); ``train``: the demo models' training data (the other photos, bare
 #: backgrounds and the other categories' objects as hard negatives); ``train_faces``: ``train``
-#: with drawn faces as a fifth of the negative objects (the cyberbullying demo model's last schedule).
+#: with drawn faces as a fifth of the negative objects (the cyberbullying demo model's last schedule);
+#: ``train_petals``: ``train`` with drawn flower heads as a quarter of them (the self-harm model's).
 RECIPES: dict[str, Recipe] = {
     "benchmark": Recipe(HELDOUT_PHOTOS),
     "train": Recipe(TRAIN_PHOTOS, empty_safe=0.25, cross_negatives=0.4),
     "train_faces": Recipe(TRAIN_PHOTOS, empty_safe=0.25, cross_negatives=0.4, faces=0.2),
+    "train_petals": Recipe(TRAIN_PHOTOS, empty_safe=0.25, cross_negatives=0.4, petals=0.25),
 }
 
 
@@ -616,6 +650,8 @@ def make_sample(category: str, unsafe: bool, *, seed: int, size: int = 256, reci
     def negative() -> str:
         if plan.faces and rng.random() < plan.faces:  # (no draw at all for the recipes without faces)
             return "face"
+        if plan.petals and rng.random() < plan.petals:
+            return "petals"
         pool = others if rng.random() < plan.cross_negatives else distractors
         return pool[rng.integers(len(pool))]
 
