@@ -110,6 +110,8 @@ _OTHER_PAIRS = np.array(
 _TEXT_COLOURS = np.array([(220, 30, 30), (20, 20, 20), (250, 250, 250), (250, 220, 40), (200, 40, 200)], dtype=float)
 _LINE_COLOURS = np.array([(40, 60, 170), (25, 25, 25), (110, 70, 40), (40, 120, 60)], dtype=float)
 _HAIR = np.array([(40, 28, 20), (90, 60, 35), (200, 165, 100), (140, 140, 140), (20, 20, 22), (150, 70, 40)], dtype=float)
+#: a flower head's petals: the skin tones and warm orange, peach and salmon ones
+_PETAL_TONES = np.concatenate([_SKIN, [(250, 175, 115), (245, 150, 100), (250, 200, 150), (240, 160, 150)]])
 _NON_SKIN = np.array([(200, 200, 205), (170, 200, 230), (245, 245, 240), (150, 190, 140)], dtype=float)
 
 #: hand glyph kind -> (raised finger slots 0=index..3=little, thumb pose)
@@ -500,8 +502,7 @@ def _petals(rng: np.random.Generator, side: int) -> Drawn:
     """A flower head ``side`` pixels across seen from above: rows of overlapping rounded petals in
     skin-like warm tones, each edged by a darker orange-red arc (curves, no straight marks)."""
     w, h = max(8, side), max(8, round(side * rng.uniform(0.8, 1.0)))
-    warm = np.concatenate([_SKIN, [(250, 175, 115), (245, 150, 100), (250, 200, 150), (240, 160, 150)]])
-    base = _jitter(rng, warm[rng.integers(len(warm))], 12)
+    base = _jitter(rng, _PETAL_TONES[rng.integers(len(_PETAL_TONES))], 12)
     edge = np.array((rng.uniform(190, 240), rng.uniform(60, 120), rng.uniform(30, 70)))
     layer = _Layer(w, h)
     layer.draw("ellipse", [0, 0, w - 1, h - 1], base)
@@ -604,7 +605,8 @@ class Recipe:
     model learns that real textures alone are safe; ``cross_negatives``: the chance that an object
     that is not the category's stand-in comes from another category (its stand-ins and
     distractors), so a model of one category learns to leave the others' content alone; ``faces``:
-    the chance that such an object is a drawn ``face`` instead."""
+    the chance that such an object is a drawn ``face`` instead; ``petals``: then the chance that it is
+    a drawn flower head (``petals``)."""
 
     photos: tuple[str, ...]
     empty_safe: float = 0.0
