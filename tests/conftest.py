@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,6 +13,9 @@ from scenes import RedDetector
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download: tests build their tiny models in code
+# exports of the tests' models go to a cache of their own, never the user's
+os.environ["SAFEVIEW_CACHE_DIR"] = tempfile.mkdtemp(prefix="safeview-test-cache-")
+atexit.register(shutil.rmtree, os.environ["SAFEVIEW_CACHE_DIR"], True)
 
 
 @pytest.fixture(scope="session")
