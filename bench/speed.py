@@ -120,7 +120,7 @@ def build_model(name: str, size: int, device: str, probe_images: int) -> Classif
         head.weight.copy_(torch.stack([-weight / 2, weight / 2]))
         head.bias.copy_(torch.as_tensor([-fit.intercept_[0] / 2, fit.intercept_[0] / 2], dtype=head.bias.dtype))
     clf.metadata["probe_train_accuracy"] = float(fit.score(features / scale, labels))
-    # predictions as a loaded checkpoint makes them (a folded channels-last copy), from the fitted weights
+    # predictions as a loaded checkpoint makes them (onnxruntime on its export), from the fitted weights
     return dataclasses.replace(clf, runtime=TorchRuntime(module, (size, size)))
 
 

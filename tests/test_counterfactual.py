@@ -152,6 +152,36 @@ def test_paper_mode_returns_exactly_the_greedy_prefix(red_classifier, red_scene)
     assert result.search.greedy_regions == prefix  # not pruned
 
 
+def test_a_flip_short_of_the_margin_classifies_no_copies(red_classifier, red_scene):
+    """Issue 18 (no wasted work): the paper's flip that leaves the output above verification's
+    bar fails on the output itself, so its seven re-upload copies are never classified; a flip
+    past the bar is verified on every copy. ``Safeguard.scan`` still reports every copy."""
+    import hashlib
+
+    from safeview.counterfactual import CSEConfig, cse
+    from safeview.pipeline import Safeguard
+    from safeview.verify import PERTURBATIONS
+
+    image, _ = red_scene
+    kw = {"mode": "paper", "segmentation": "slic", "segmentation_params": {"n_segments": 60, "compactness": 10}}
+    rows = []
+    hook = red_classifier.module.register_forward_hook(
+        lambda _m, inputs, _o: rows.extend(hashlib.sha1(r.tobytes()).hexdigest() for r in inputs[0].detach().numpy()))
+    try:
+        short = cse(red_classifier, image, config=CSEConfig(margin=0.45, **kw))  # the output must fall to 0.05
+        searched = len(rows)
+        rows.clear()
+        past = cse(red_classifier, image, config=CSEConfig(margin=0.3, **kw))
+    finally:
+        hook.remove()
+    probabilities = short.verification.unsafe_probabilities[red_classifier.name]
+    assert short.found and not short.verified and list(probabilities) == ["output"] and probabilities["output"] > 0.05
+    assert searched == 2 + short.search.greedy_depth  # the classification, the attribution, the prefixes: no copy
+    assert past.verified and set(past.verification.unsafe_probabilities[red_classifier.name]) == {"output", *PERTURBATIONS}
+    report = Safeguard([red_classifier], margin=0.45, fallback="prefix", **kw).scan(image).verification
+    assert not report.passed and set(report.unsafe_probabilities[red_classifier.name]) == {"output", *PERTURBATIONS}
+
+
 def test_hide_mode_searches_past_the_flip_to_the_margin(red_classifier, red_scene):
     from safeview.counterfactual import CSEConfig, cse
 

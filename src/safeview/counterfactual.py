@@ -569,7 +569,8 @@ class CSEResult:
     (the paper's counterfactual: its prefix, per-step probabilities, queries); ``regions`` the
     regions obfuscated (search regions, then ``completed`` ones); ``mask`` exactly what was
     obfuscated in ``output``; ``verification`` what was checked on ``output`` (None when the
-    search found nothing to verify). ``found``: the search reached its stop level within budget (in
+    search found nothing to verify; stopped at its first failure, so a failed one may hold the
+    output's probability alone). ``found``: the search reached its stop level within budget (in
     hide mode, within the re-attribution rounds' budgets too, ``CSEConfig.reattribute``)."""
 
     mode: str
@@ -710,12 +711,14 @@ def _cse(
     models = [classifier, *verifiers]
     flagged = [classifier.name, *[v.name for v in verifiers]]
 
-    def check(candidate: np.ndarray, early: bool = False):
-        """Verification of a candidate output; ``early``: stop at its first failure (hide mode's
-        loop extends the search then, and a copy cannot turn a failed output into a pass)."""
+    def check(candidate: np.ndarray):
+        """Verification of a candidate output, stopped at its first failure: a copy cannot turn a
+        failed output into a pass (hide mode's loop extends the search then; the paper's flip,
+        below the margin, fails on the output itself). ``Safeguard.scan`` verifies its final
+        output in full, so every copy it reports was classified."""
         nonlocal queries
         result = verify(models, candidate, threshold=config.threshold, margin=config.margin,
-                        perturbations=config.perturbations, flagged=flagged, early=early)
+                        perturbations=config.perturbations, flagged=flagged, early=True)
         queries += sum(len(copies) for copies in result.unsafe_probabilities.values())
         return result
 
@@ -751,7 +754,7 @@ def _cse(
                 if extra:
                     regions.extend(r for r in extra if r not in regions)
                     continue
-            verification = check(output, early=True)
+            verification = check(output)
             if verification.passed:
                 break
             covered = set(regions) | set(completed)
