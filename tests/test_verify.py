@@ -117,4 +117,27 @@ def test_early_verification_stops_at_the_first_failure_without_classifying_copie
     clean[truth] = (0, 120, 0)
     passed = verify([red_classifier], clean, early=True)
     assert passed.passed and set(passed.unsafe_probabilities["red-detector"]) == {"output", *passed.perturbations}
-    assert sizes == [1, len(passed.perturbations)]
+    assert sizes == [1] * (1 + len(passed.perturbations))  # on a CPU the copies go one by one
+
+
+def test_early_verification_stops_at_the_first_failing_copy_and_tries_the_last_one_first(red_classifier, photo):
+    """Issue 18: on a CPU a batch costs what its images cost one by one, so a candidate's copies
+    are classified in turn and the first failure ends it; ``first`` (the copy that failed the
+    previous candidate) goes before the others. Here only the enlarged top-left corner shows
+    enough of a small red patch for the model to fire."""
+    image = photo.copy()
+    image[4:10, 4:10] = (255, 0, 0)
+    sizes = []
+    red_classifier.module.register_forward_hook(lambda m, i, o: sizes.append(len(i[0])))
+    full = verify([red_classifier], image)
+    assert full.failures() == ["red-detector/crop0"]
+    sizes.clear()
+    early = verify([red_classifier], image, early=True)
+    names = list(full.perturbations)
+    assert list(early.unsafe_probabilities["red-detector"]) == ["output", *names[: names.index("crop0") + 1]]
+    assert not early.passed and early.failures() == ["red-detector/crop0"] and sizes == [1] * (2 + names.index("crop0"))
+    sizes.clear()
+    hinted = verify([red_classifier], image, early=True, first="crop0")
+    assert list(hinted.unsafe_probabilities["red-detector"]) == ["output", "crop0"] and not hinted.passed
+    assert sizes == [1, 1]
+    assert hinted.unsafe_probabilities["red-detector"]["crop0"] == full.unsafe_probabilities["red-detector"]["crop0"]

@@ -137,6 +137,7 @@ def verify(
     flagged: Sequence[str] | None = None,
     known: Verification | None = None,
     early: bool = False,
+    first: str | None = None,
 ) -> Verification:
     """Classify ``image`` and its perturbed copies with every model and decide whether it is safe
     to show.
@@ -146,14 +147,16 @@ def verify(
     keep calling it safe (at most ``1 - threshold``), since the margin is about content that was
     found and hidden. ``known``: an earlier verification
     of the same ``image`` with the same perturbations, whose models are not classified again.
-    ``early``: stop at the first model whose unsafe probability on ``image`` itself is too high,
-    before its copies are made or classified (for the candidates of a search, where only passing
-    matters; such a failed result holds ``"output"`` alone for the models it checked)."""
+    ``early``: stop at the first check that fails (for the candidates of a search, where only
+    passing matters; such a failed result holds what was classified up to it): ``image`` itself
+    first, then, on a CPU, where a batch costs what its images cost one by one, each copy in turn,
+    ``first`` (the copy that failed the previous candidate, the likeliest to fail again) before the
+    others; on an accelerator the copies go as one batch."""
     names = check_perturbations(perturbations)
     if not classifiers:
         raise ValueError("verification needs at least one model")
     reusable = known.unsafe_probabilities if known is not None and known.perturbations == list(names) else {}
-    batch = None
+    batch, copies = None, None  # the copies, made once for all models: as a batch, or one by one
     flagged = [c.name for c in classifiers] if flagged is None else list(flagged)
     result = Verification([c.name for c in classifiers], threshold, margin, list(names))
     for clf in classifiers:
@@ -162,12 +165,21 @@ def verify(
             result.unsafe_probabilities[clf.name] = dict(reusable[clf.name])
             continue
         output = float(clf.unsafe_probability(clf.predict_proba(image[None]))[0])
-        result.unsafe_probabilities[clf.name] = {"output": output}
+        checked = result.unsafe_probabilities[clf.name] = {"output": output}
         if early and output > result.required[clf.name]:
             return result  # passed stays False: the copies cannot change that
+        if early and str(clf.device).startswith("cpu"):
+            copies = {} if copies is None else copies
+            for name in sorted(names, key=lambda n: n != first):
+                if name not in copies:
+                    copies[name] = PERTURBATIONS[name](image)
+                checked[name] = float(clf.unsafe_probability(clf.predict_proba(copies[name][None]))[0])
+                if checked[name] > result.required[clf.name]:
+                    return result
+            continue
         if batch is None:
             batch = perturbed_copies(image, names)
         p = clf.unsafe_probability(clf.predict_proba(np.stack(batch[1:]))) if names else []
-        result.unsafe_probabilities[clf.name].update({label: float(v) for label, v in zip(names, p)})
+        checked.update({label: float(v) for label, v in zip(names, p)})
     result.passed = not result.failures()
     return result
