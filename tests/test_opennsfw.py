@@ -148,3 +148,58 @@ def test_loading_and_scanning_a_safe_image_never_imports_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_converted_module_is_cached_and_built_again_without_onnx(tmp_path, images):
+    """Issue 18 (start-up): parsing the graph imports onnx (0.9 s), so the parse is cached; a
+    second process builds the same module from the cache without importing onnx."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from safeview.opennsfw import _convert, onnx_path\n"
+        "module = _convert(str(onnx_path()), 'cpu')\n"
+        "x = torch.from_numpy(np.random.default_rng(0).uniform(-128, 128, (2, 3, 224, 224)).astype(np.float32))\n"
+        "with torch.no_grad():\n"
+        "    print(repr(module(x).numpy().tolist()))\n"
+        "print('onnx' in sys.modules)\n"
+    )
+    env = {**os.environ, "SAFEVIEW_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    (first, imported_first), (second, imported_second) = (r.stdout.split("\n")[:2] for r in runs)
+    assert first == second  # bit for bit the same logits
+    assert imported_first == "True" and imported_second == "False"
+    assert len(list(tmp_path.glob("open-nsfw-*.pt"))) == 1
+
+
+def test_a_forged_or_corrupt_cached_module_is_never_used(tmp_path, monkeypatch):
+    """What sits in the cache under the graph's digest (garbage, or the module with a changed
+    weight, which an attacker with write access could plant) is checked against onnxruntime on
+    the package's graph, and parsed again."""
+    import io
+
+    from safeview import onnxnet, opennsfw
+
+    monkeypatch.setenv("SAFEVIEW_CACHE_DIR", str(tmp_path))
+    path = str(onnx_path())
+    reference = opennsfw._convert.__wrapped__(path, "cpu")
+    (cached,) = tmp_path.glob("open-nsfw-*.pt")
+    genuine = cached.read_bytes()
+    spec = torch.load(io.BytesIO(genuine), weights_only=True)
+    last_bias = [k for k in spec["state"] if k.endswith(".bias")][-1]
+    spec["state"][last_bias] = spec["state"][last_bias] + 5.0
+    forged = io.BytesIO()
+    torch.save(spec, forged)
+    x = torch.from_numpy(np.random.default_rng(1).uniform(-128, 128, (1, 3, 224, 224)).astype(np.float32))
+    with torch.no_grad():
+        expected = reference(x)
+        assert (onnxnet.OnnxCNN(spec).eval()(x) - expected).abs().max() > 1  # the forgery would change the scores
+    for planted in (b"not a torch file", forged.getvalue()):
+        cached.write_bytes(planted)
+        module = opennsfw._convert.__wrapped__(path, "cpu")
+        with torch.no_grad():
+            torch.testing.assert_close(module(x), expected, rtol=0, atol=0)
+        assert cached.read_bytes() == genuine  # parsed again and cached again

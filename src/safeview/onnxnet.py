@@ -7,26 +7,36 @@ handful of operators, interpreted here node by node: ``Conv`` as ``nn.Conv2d`` a
 ``nn.ReLU`` modules (FullGrad and the CAM methods hook modules), ``Gemm`` as ``nn.Linear``, and the
 rest as functional ops. Any other operator, or an attribute these do not support, is a
 :class:`~safeview.errors.ModelError` naming it, so a graph is converted exactly or not at all.
+
+Parsing a graph (:func:`parse`) needs the ``onnx`` package, whose import costs 0.9 s here; the
+module itself is built from the parse's plain values and tensors (a *spec*), which ``torch.save``
+keeps and ``torch.load(weights_only=True)`` reads back, so a cached spec builds the module
+without importing onnx (:func:`safeview.opennsfw.load_open_nsfw`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
-from onnx import numpy_helper
 from torch import nn
 
 from .errors import ModelError
 
+if TYPE_CHECKING:
+    import onnx
+
+#: the version of :func:`parse`'s output: a cached spec of another version is not read
+SPEC_VERSION = 1
 #: the operators :class:`OnnxCNN` interprets
 OPERATORS = ("Conv", "Relu", "Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "MatMul", "Gemm")
 
 
 def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    import onnx
+
     values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
 
@@ -40,67 +50,95 @@ def _padding(node: onnx.NodeProto, attrs: dict[str, Any], spatial: int = 2) -> t
     return tuple(p for d in reversed(range(spatial)) for p in (begin[d], end[d]))
 
 
-class OnnxCNN(nn.Module):
-    """``graph`` (whose single input is an NCHW float tensor) as a torch module returning the
-    graph's single output. Weights are copied from the graph's initialisers."""
+#: the layer kinds a spec names, and the torch modules they are built as
+_LAYERS: dict[str, type[nn.Module]] = {"conv": nn.Conv2d, "linear": nn.Linear, "relu": nn.ReLU}
 
-    def __init__(self, graph: onnx.GraphProto) -> None:
+
+def parse(graph: onnx.GraphProto) -> dict[str, Any]:
+    """``graph`` (whose single input is an NCHW float tensor) as an :class:`OnnxCNN` spec: its
+    input and output names, its layers (kind and constructor arguments), its steps (operator,
+    ONNX input names, ONNX output name, layer key or operator arguments), the buffer holding each
+    constant an operator reads, and ``state``, every weight and constant as a tensor."""
+    from onnx import numpy_helper
+
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise ModelError(f"ONNX graph {graph.name!r}: one input and one output expected")
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    layers: dict[str, tuple[str, dict[str, Any]]] = {}
+    buffers: dict[str, str] = {}  # ONNX name -> buffer attribute
+    steps: list[tuple[str, list[str], str, Any]] = []
+    state: dict[str, torch.Tensor] = {}
+
+    def weight(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(array, np.float32))  # a layer's parameters are float32, as the modules'
+
+    for index, node in enumerate(graph.node):
+        if node.op_type not in OPERATORS:
+            raise ModelError(f"ONNX operator {node.op_type} (node {node.name or node.output[0]}) is not supported; "
+                             f"supported: {', '.join(OPERATORS)}")
+        attrs, key = _attributes(node), f"{node.op_type.lower()}{index}"
+        inputs = [name for name in node.input if name]
+        argument: Any = None
+        if node.op_type == "Conv":
+            if inputs[1] not in constants or (len(inputs) > 2 and inputs[2] not in constants):
+                raise ModelError(f"ONNX Conv {node.name or node.output[0]}: weights must be initialisers")
+            conv_weight = constants[inputs[1]]
+            bias = constants[inputs[2]] if len(inputs) > 2 else None
+            layers[key] = ("conv", {
+                "in_channels": int(conv_weight.shape[1] * attrs.get("group", 1)), "out_channels": int(conv_weight.shape[0]),
+                "kernel_size": tuple(int(k) for k in conv_weight.shape[2:]), "stride": tuple(attrs.get("strides", (1, 1))),
+                "dilation": tuple(attrs.get("dilations", (1, 1))), "groups": int(attrs.get("group", 1)), "bias": bias is not None,
+            })
+            state[f"layers.{key}.weight"] = weight(conv_weight)
+            if bias is not None:
+                state[f"layers.{key}.bias"] = weight(bias)
+            inputs = inputs[:1]
+            pad = _padding(node, attrs)
+            argument = (key, pad if any(pad) else None)
+        elif node.op_type == "Gemm":
+            if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+                raise ModelError(f"ONNX Gemm {node.name or node.output[0]}: only transA=0, alpha=beta=1 is supported")
+            matrix = constants[inputs[1]] if attrs.get("transB", 0) else constants[inputs[1]].T
+            layers[key] = ("linear", {"in_features": int(matrix.shape[1]), "out_features": int(matrix.shape[0]), "bias": len(inputs) > 2})
+            state[f"layers.{key}.weight"] = weight(matrix)
+            if len(inputs) > 2:
+                state[f"layers.{key}.bias"] = weight(constants[inputs[2]])
+            inputs, argument = inputs[:1], key
+        elif node.op_type == "Relu":
+            layers[key], argument = ("relu", {}), key
+        elif node.op_type in ("MaxPool", "AveragePool"):
+            if attrs.get("ceil_mode", 0) or attrs.get("count_include_pad", 0) or any(d != 1 for d in attrs.get("dilations", [1])):
+                raise ModelError(f"ONNX {node.op_type} {node.name or node.output[0]}: ceil_mode, count_include_pad and dilations are not supported")
+            argument = (tuple(attrs["kernel_shape"]), tuple(attrs.get("strides", attrs["kernel_shape"])), _padding(node, attrs))
+        elif node.op_type == "Reshape":
+            argument = tuple(int(v) for v in constants[inputs[1]])
+            inputs = inputs[:1]
+        elif node.op_type == "Flatten":
+            argument = attrs.get("axis", 1)
+        for name in inputs:
+            if name in constants and name not in buffers:
+                buffers[name] = f"constant{len(buffers)}"
+                state[buffers[name]] = torch.from_numpy(constants[name].copy())
+        steps.append((node.op_type, inputs, node.output[0], argument))
+    return {"input": graph.input[0].name, "output": graph.output[0].name, "layers": layers, "steps": steps,
+            "constants": buffers, "state": state}
+
+
+class OnnxCNN(nn.Module):
+    """The module a :func:`parse` spec describes, returning the graph's single output; its weights
+    are the spec's tensors (shared, not copied)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__()
-        if len(graph.input) != 1 or len(graph.output) != 1:
-            raise ModelError(f"ONNX graph {graph.name!r}: one input and one output expected")
-        constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-        self.input_name, self.output_name = graph.input[0].name, graph.output[0].name
-        self.layers = nn.ModuleDict()
-        self._constants: dict[str, str] = {}  # ONNX name -> buffer attribute
+        self.input_name, self.output_name = spec["input"], spec["output"]
+        with torch.device("meta"):  # no initialisation: every weight comes from the spec
+            self.layers = nn.ModuleDict({key: _LAYERS[kind](**kwargs) for key, (kind, kwargs) in spec["layers"].items()})
+        self._constants: dict[str, str] = dict(spec["constants"])  # ONNX name -> buffer attribute
+        for attr in self._constants.values():
+            self.register_buffer(attr, torch.empty(spec["state"][attr].shape, device="meta"))
         #: (operator, ONNX input names, ONNX output name, module key or operator arguments)
-        self._steps: list[tuple[str, list[str], str, Any]] = []
-        for index, node in enumerate(graph.node):
-            if node.op_type not in OPERATORS:
-                raise ModelError(f"ONNX operator {node.op_type} (node {node.name or node.output[0]}) is not supported; "
-                                 f"supported: {', '.join(OPERATORS)}")
-            attrs, key = _attributes(node), f"{node.op_type.lower()}{index}"
-            inputs = [name for name in node.input if name]
-            argument: Any = None
-            if node.op_type == "Conv":
-                if inputs[1] not in constants or (len(inputs) > 2 and inputs[2] not in constants):
-                    raise ModelError(f"ONNX Conv {node.name or node.output[0]}: weights must be initialisers")
-                weight = constants[inputs[1]]
-                bias = constants[inputs[2]] if len(inputs) > 2 else None
-                conv = nn.Conv2d(weight.shape[1] * attrs.get("group", 1), weight.shape[0], tuple(weight.shape[2:]),
-                                 stride=tuple(attrs.get("strides", (1, 1))), dilation=tuple(attrs.get("dilations", (1, 1))),
-                                 groups=attrs.get("group", 1), bias=bias is not None)
-                conv.weight.data.copy_(torch.from_numpy(weight.copy()))
-                if bias is not None:
-                    conv.bias.data.copy_(torch.from_numpy(bias.copy()))
-                self.layers[key], inputs = conv, inputs[:1]
-                pad = _padding(node, attrs)
-                argument = (key, pad if any(pad) else None)
-            elif node.op_type == "Gemm":
-                if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-                    raise ModelError(f"ONNX Gemm {node.name or node.output[0]}: only transA=0, alpha=beta=1 is supported")
-                weight = constants[inputs[1]]
-                weight = weight if attrs.get("transB", 0) else weight.T
-                linear = nn.Linear(weight.shape[1], weight.shape[0], bias=len(inputs) > 2)
-                linear.weight.data.copy_(torch.from_numpy(np.array(weight, np.float32)))
-                if len(inputs) > 2:
-                    linear.bias.data.copy_(torch.from_numpy(constants[inputs[2]].copy()))
-                self.layers[key], inputs, argument = linear, inputs[:1], key
-            elif node.op_type == "Relu":
-                self.layers[key], argument = nn.ReLU(), key
-            elif node.op_type in ("MaxPool", "AveragePool"):
-                if attrs.get("ceil_mode", 0) or attrs.get("count_include_pad", 0) or any(d != 1 for d in attrs.get("dilations", [1])):
-                    raise ModelError(f"ONNX {node.op_type} {node.name or node.output[0]}: ceil_mode, count_include_pad and dilations are not supported")
-                argument = (tuple(attrs["kernel_shape"]), tuple(attrs.get("strides", attrs["kernel_shape"])), _padding(node, attrs))
-            elif node.op_type == "Reshape":
-                argument = tuple(int(v) for v in constants[inputs[1]])
-                inputs = inputs[:1]
-            elif node.op_type == "Flatten":
-                argument = attrs.get("axis", 1)
-            for name in inputs:
-                if name in constants and name not in self._constants:
-                    self._constants[name] = f"constant{len(self._constants)}"
-                    self.register_buffer(self._constants[name], torch.from_numpy(constants[name].copy()))
-            self._steps.append((node.op_type, inputs, node.output[0], argument))
+        self._steps: list[tuple[str, list[str], str, Any]] = [tuple(step) for step in spec["steps"]]  # type: ignore[misc]
+        self.load_state_dict(spec["state"], assign=True)
         # the step after which each value is no longer needed (intermediates are freed as in a plain module)
         self._last_use = {name: i for i, (_, inputs, _, _) in enumerate(self._steps) for name in inputs}
 
@@ -144,5 +182,5 @@ class OnnxCNN(nn.Module):
 
 def convert(model: onnx.ModelProto) -> OnnxCNN:
     """``model``'s graph as an :class:`OnnxCNN` in eval mode."""
-    return OnnxCNN(model.graph).eval()
+    return OnnxCNN(parse(model.graph)).eval()
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from .classify import Classifier, Deferred, Preprocess
 from .errors import ModelError
 from .inputs import file_sha256
@@ -106,17 +108,55 @@ def _checked(path: str) -> str:
     return sha256
 
 
+def _computes_the_graph(module: "nn.Module", path: str) -> bool:
+    """Whether ``module`` gives the package graph's probabilities (by onnxruntime) on a random input."""
+    import torch
+
+    probe = np.random.default_rng().uniform(-128, 128, (1, 3, *PREPROCESS.input_size)).astype(np.float32)
+    with torch.inference_mode():
+        got = torch.log_softmax(module(torch.from_numpy(probe)), dim=1).numpy()
+    return bool(np.allclose(np.exp(got), np.exp(_session(path)(probe)), rtol=0, atol=1e-4))
+
+
+def _spec(path: str) -> dict:
+    """The logit module's :func:`safeview.onnxnet.parse` spec. Parsing imports onnx (0.9 s), so the
+    spec is kept in :func:`safeview.runtime.cache_dir` under the graph's sha256 and read from there
+    when the module it builds computes the graph's probabilities; otherwise parsed and cached again."""
+    import io
+
+    import torch
+
+    from .onnxnet import SPEC_VERSION, OnnxCNN, parse
+    from .runtime import cache_dir, store
+
+    directory = cache_dir()
+    cached = directory / f"open-nsfw-{_checked(path)[:32]}.spec{SPEC_VERSION}.pt" if directory else None
+    if cached is not None and cached.is_file():
+        try:
+            spec = torch.load(cached, weights_only=True)
+            if _computes_the_graph(OnnxCNN(spec).eval(), path):
+                return spec
+        except Exception:  # noqa: BLE001 - a corrupt, stale or foreign file is parsed again
+            pass
+    import onnx
+
+    try:
+        spec = parse(logit_graph(onnx.load(path)).graph)
+    except (onnx.checker.ValidationError, ModelError, ValueError) as exc:
+        raise ModelError(f"open-nsfw: could not convert {path} to torch ({type(exc).__name__}: {exc})") from exc
+    if cached is not None:
+        buffer = io.BytesIO()
+        torch.save(spec, buffer)
+        store(cached, buffer.getvalue())
+    return spec
+
+
 @lru_cache(maxsize=4)
 def _convert(path: str, device: str) -> "nn.Module":
     """The logit module (eval, on ``device``), converted once per process and device."""
-    import onnx
+    from .onnxnet import OnnxCNN
 
-    from .onnxnet import convert
-
-    try:
-        return convert(logit_graph(onnx.load(path))).eval().to(device)
-    except (onnx.checker.ValidationError, ModelError, ValueError) as exc:
-        raise ModelError(f"open-nsfw: could not convert {path} to torch ({type(exc).__name__}: {exc})") from exc
+    return OnnxCNN(_spec(path)).eval().to(device)
 
 
 @lru_cache(maxsize=4)

@@ -129,7 +129,7 @@ def _export(module: Any, input_size: tuple[int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def _store(path: Path, data: bytes) -> None:
+def store(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (a reader sees the old file or the whole new one),
     private to this user; a cache that cannot be written is skipped, never an error."""
     import tempfile
@@ -224,7 +224,7 @@ class TorchRuntime:
         except Exception:  # noqa: BLE001 - an operator the exporter or onnxruntime lacks: the torch copy serves
             return None
         if path is not None:
-            _store(path, graph)
+            store(path, graph)
         return session
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
