@@ -114,6 +114,23 @@ def test_offensive_model_not_installed_leaves_text_read(monkeypatch, ocr_model, 
     assert report.run("offensive").status == "not installed"
 
 
+def test_without_text_the_offensive_model_is_not_loaded_but_its_absence_still_shows(monkeypatch, ocr_model, astronaut):
+    """Issue 18: with no text read there is nothing to judge, so the text classifier (scikit-learn:
+    1.1 s to import) is not loaded (checked in a fresh interpreter); a missing package is still
+    reported as not installed, never as a check that ran."""
+    code = (
+        "import sys, skimage.data\n"
+        "from safeview.attributes import detect\n"
+        "report = detect(skimage.data.astronaut()[::2, ::2].copy())\n"
+        "assert report.run('offensive').status == 'ran' and report.attributes == (), report\n"
+        "assert 'profanity_check' not in sys.modules and 'sklearn' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    monkeypatch.setitem(sys.modules, "profanity_check", None)
+    assert detect(astronaut).run("offensive").status == "not installed"
+
+
 def test_failed_detector_is_reported_as_failed(monkeypatch, loser):
     image, _ = loser
 

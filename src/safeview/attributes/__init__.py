@@ -93,9 +93,13 @@ def detect(image: np.ndarray, detectors: Sequence[str] = DEFAULT_DETECTORS) -> A
             record("skipped", detail=f"needs the {', '.join(missing)} detector, which did not run")
             continue
         t = time.perf_counter()
+        inputs = [a for a in found if a.detector in det.needs]
         try:
-            model = det.load()
-            new = det.find(model, image, [a for a in found if a.detector in det.needs])
+            if det.has_input(inputs):
+                new = det.find(det.load(), image, inputs)
+            else:  # nothing to judge: it finds nothing, and its model is not loaded for that
+                det.installed()
+                new = []
             version = det.version()
         except NotInstalled as exc:
             record("not installed", detail=str(exc))

@@ -63,6 +63,11 @@ def _candidates(texts: list[Attribute]) -> list[tuple[int, ...]]:
     return sorted(runs, key=lambda r: (len(r), r))
 
 
+def _texts(found: list[Attribute]) -> list[Attribute]:
+    """The text boxes the OCR read something in."""
+    return [a for a in found if a.name == "text" and a.text and a.text.strip()]
+
+
 class OffensiveText(Detector):
     name = "offensive"
     package = "alt-profanity-check"
@@ -80,8 +85,11 @@ class OffensiveText(Detector):
     def build(self, module: Any) -> Any:
         return module.predict_prob
 
+    def has_input(self, found: list[Attribute]) -> bool:
+        return bool(_texts(found))
+
     def find(self, model: Any, image: np.ndarray, found: list[Attribute]) -> list[Attribute]:
-        texts = [a for a in found if a.name == "text" and a.text and a.text.strip()]
+        texts = _texts(found)
         if not texts:
             return []
         runs = _candidates(texts)
