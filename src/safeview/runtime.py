@@ -6,7 +6,8 @@ where the export fails). Each computes the module's fp32 scores.
 On this CPU onnxruntime computes Open-NSFW's outputs 2.2× faster than the torch module (12.3 ms
 against 26.7 ms per image; bench/results/forwards.md), within 1e-5, and a classifier that predicts
 through it needs no torch import at all until an image is flagged; a torchvision ResNet-50's export
-runs 1.5–2.7× faster than its folded copy at batch 1, the search's size on a CPU. Exporting takes
+runs 1.4× faster than its folded copy at batch 1, the search's size on a CPU (42.5 against 60.1 ms),
+and the demo CNN's 1.4× (2.1 against 3.0 ms; 2.1× the torch module). Exporting takes
 seconds (2.5 s for a ResNet-50), so an export is kept in an on-disk cache (:func:`cache_dir`) keyed
 by the module's architecture and weights, and checked against the module at every load. Written
 here because neither library offers the part SafeView needs: a predictor that follows the module's
@@ -154,8 +155,8 @@ class TorchRuntime:
     on a random probe input before serving (logits within 1e-4):
 
     - an onnxruntime session of the module's ONNX export (:func:`cache_dir` keeps it), for inputs of
-      the classifier's size: 2.7× the speed of the folded copy for a ResNet-50 and 1.7× for the
-      demo CNN at batch 1 (bench/README.md, issue 18);
+      the classifier's size: 1.4× the speed of the folded copy for a ResNet-50 and for the demo
+      CNN at batch 1 (bench/results/forwards.md);
     - a copy with every convolution followed directly by a BatchNorm folded into one convolution
       (``torch.nn.utils.fusion``), channels-last, no autograd: for other sizes, and where the export
       fails or disagrees. When the folding changes the logits (a convolution and a BatchNorm that
