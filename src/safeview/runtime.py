@@ -93,7 +93,10 @@ def cache_dir() -> Path | None:
     empty. Nothing in it is ever trusted: an export read from it is checked against the module."""
     if CACHE_ENV in os.environ:
         return Path(os.environ[CACHE_ENV]).expanduser() if os.environ[CACHE_ENV] else None
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except (KeyError, RuntimeError):  # no home directory to resolve: nothing is kept
+        return None
     return Path(base) / "safeview"
 
 
