@@ -711,20 +711,19 @@ def _cse(
     models = [classifier, *verifiers]
     flagged = [classifier.name, *[v.name for v in verifiers]]
 
-    failed_copy: list[str] = []  # the copy that failed the last candidate: checked first on the next
+    failed_copy: str | None = None  # the copy that failed the last candidate: checked first on the next
 
     def check(candidate: np.ndarray):
         """Verification of a candidate output, stopped at its first failure: one failed check
         cannot be undone by the others (hide mode's loop extends the search then; the paper's
         flip, short of the margin, fails on the output itself). ``Safeguard.scan`` verifies its
         final output in full, so every copy it reports was classified."""
-        nonlocal queries
+        nonlocal queries, failed_copy
         result = verify(models, candidate, threshold=config.threshold, margin=config.margin,
-                        perturbations=config.perturbations, flagged=flagged, early=True,
-                        first=failed_copy[-1] if failed_copy else None)
+                        perturbations=config.perturbations, flagged=flagged, early=True, first=failed_copy)
         queries += sum(len(copies) for copies in result.unsafe_probabilities.values())
-        failed_copy.extend(name for m, copies in result.unsafe_probabilities.items() for name, p in copies.items()
-                           if name != "output" and p > result.required[m])
+        failed_copy = next((name for m, copies in result.unsafe_probabilities.items() for name, p in copies.items()
+                            if name != "output" and p > result.required[m]), failed_copy)
         return result
 
     fragments: list[int] = []
