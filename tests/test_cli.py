@@ -294,3 +294,27 @@ def test_evaluate_real_photos_measures_and_records_the_false_alarm_rate(tmp_path
     assert f"false-alarm rate on real photos {100 * found['real_false_alarm_rate']:.1f} % (236 views of 206 photos; " in listed.stdout
     assert runner.invoke(app, ["evaluate", "open-nsfw", "--real-photos", "--record"]).exit_code == 2  # not a checkpoint file
     assert runner.invoke(app, ["evaluate", str(path)]).exit_code == 2  # neither data nor --real-photos
+
+
+def test_scan_in_worker_processes_records_what_one_process_does(folder, tmp_path):
+    """Two worker processes (each loading the models) give the same records, in the same order, as
+    a scan in this process: verdicts, masks, probabilities and the failing file's error record."""
+
+    def scan(workers: int) -> tuple[list[str], list[dict]]:
+        out = tmp_path / f"w{workers}"
+        result = runner.invoke(app, ["scan", str(folder), "--out", str(out), "--models", "demo", "--batch-size", "1",
+                                     "--workers", str(workers)])
+        assert result.exit_code == 2, result.output  # the bad files
+        timed = ("timings", "seconds", "outputs")  # how long each step took, and where files went, differ
+
+        def untimed(value):
+            if isinstance(value, dict):
+                return {k: untimed(v) for k, v in value.items() if k not in timed}
+            return [untimed(v) for v in value] if isinstance(value, list) else value
+
+        return result.stdout.splitlines(), [untimed(json.loads(line)) for line in (out / "results.jsonl").read_text().splitlines()]
+
+    lines, records = scan(1)
+    assert scan(2) == (lines, records)
+    assert any(r.get("error_type") == "ImageError" and "truncated.png" in r["error"] for r in records)
+    assert any(r.get("verdict") == "unsafe" for r in records)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -143,26 +143,17 @@ def scan_chunk(guard, items: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     return entries
 
 
-_WORKER: dict[str, Any] = {}
+def _local_task(models, config, items) -> list[dict[str, Any]]:
+    """Worker-process entry point: scan a chunk with this process's ``Safeguard`` (built once)."""
+    from .workers import worker_guard
 
-
-def _local_task(models, config, threads: int, items) -> list[dict[str, Any]]:
-    """Worker-process entry point: build the ``Safeguard`` once per process, then scan a chunk."""
-    if "guard" not in _WORKER:
-        from .pipeline import Safeguard
-        from .threads import set_threads
-
-        set_threads(threads)
-        _WORKER["guard"] = Safeguard(models, config)
-    return scan_chunk(_WORKER["guard"], items)
+    return scan_chunk(worker_guard(models, config), items)
 
 
 def _run_local(chunks: list, *, models, config, workers: int) -> Iterator[list[dict]]:
-    """Chunks scanned by ``workers`` spawned processes, each with ``cores // workers`` torch and
-    numba threads (never more threads than cores); at most two chunks per worker are in flight.
+    """Chunks scanned by ``workers`` spawned processes (:func:`safeview.workers.in_workers`: each
+    with ``cores // workers`` torch and numba threads, at most two chunks per worker in flight).
     ``workers=1`` scans in this process, with the caller's torch thread setting."""
-    import multiprocessing
-
     if workers == 1:
         from .pipeline import Safeguard
 
@@ -170,24 +161,9 @@ def _run_local(chunks: list, *, models, config, workers: int) -> Iterator[list[d
         for chunk in chunks:
             yield scan_chunk(guard, chunk)
         return
+    from .workers import in_workers
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    pending: set = set()
-    queue = iter(chunks)
-    try:
-        while True:
-            for chunk in queue:
-                pending.add(pool.submit(_local_task, models, config, threads, chunk))
-                if len(pending) >= 2 * workers:
-                    break
-            if not pending:
-                return
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    yield from in_workers(_local_task, ((models, config, chunk) for chunk in chunks), workers)
 
 
 class RayScanner:

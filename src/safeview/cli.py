@@ -179,6 +179,7 @@ def scan(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for results.jsonl, per-image JSON, obfuscated images and report.html."),
     batch_size: int = typer.Option(8, min=1, help="Images classified together in one forward per model."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Worker processes, each loading the models once (default: one per CPU core, at most one per 48 images; 1: scan in this process)."),
     report_originals: Optional[ReportOriginals] = typer.Option(None, help="What report.html holds of the originals: none (default: blurred thumbnails, and a link to the input file) or full (unblurred full-resolution copies in out/assets/)."),
     protect: Optional[Path] = typer.Option(None, "--protect", help='JSON file of regions to keep visible, per image: {"photo.jpg": [{"box": [x0, y0, x1, y1], "label": "tattoo"}, {"polygon": [[x, y], ...]}, {"mask": "photo-mask.png"}]} (keys: paths as given, relative to the file, or file names).'),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON result (or error record) per line on stdout."),
@@ -250,14 +251,15 @@ def scan(
         todo = run.todo(files)
         if len(todo) < len(files):
             console.print(f"resuming: {len(files) - len(todo)} of {len(files)} images already recorded", highlight=False)
+        groups = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
         try:
             with _image_progress(len(todo), disable=json_out) as advance:
-                for start in range(0, len(todo), batch_size):
-                    group = todo[start : start + batch_size]
-                    given = [regions.specs_for(p) for p in group] if regions is not None else None
-                    for path, outcome in zip(group, guard.scan_iter([str(p) for p in group], protect=given)):
+                for path, outcome in _scan_outcomes(guard, config, groups, regions, workers):
+                    if isinstance(outcome, dict):  # a worker's error record
+                        emit(run.record_error(str(path), **outcome), str(path))
+                    else:
                         emit(run.record(path, outcome, originals=config.report_originals), str(path))
-                        advance(path)
+                    advance(path)
         except KeyboardInterrupt:
             report = run.finish(models)
             fail(f"interrupted; {report} holds what was scanned; rerun with --resume to continue into {out}", 130)
@@ -271,6 +273,29 @@ def scan(
         raise typer.Exit(2)
     if counts["unsafe"]:
         raise typer.Exit(1)
+
+
+def _scan_outcomes(guard, config, groups: list[list[Path]], regions, workers: int | None):
+    """``(path, outcome)`` for every image of ``groups``, in order: each group classified together,
+    in this process or in worker processes (:mod:`safeview.workers`; ``None``: as many as pay)."""
+    from .workers import auto_workers, in_workers, scan_group
+
+    def given(group: list[Path]) -> list | None:
+        return [regions.specs_for(p) for p in group] if regions is not None else None
+
+    workers = min(workers or auto_workers(sum(map(len, groups))), len(groups))
+    if workers <= 1:
+        for group in groups:
+            yield from zip(group, guard.scan_iter([str(p) for p in group], protect=given(group)))
+        return
+    from concurrent.futures.process import BrokenProcessPool
+
+    jobs = ((config, [str(p) for p in group], given(group)) for group in groups)
+    try:
+        for group, outcomes in zip(groups, in_workers(scan_group, jobs, workers)):
+            yield from zip(group, outcomes)
+    except BrokenProcessPool:
+        fail("a worker process stopped (out of memory?); rerun with --workers 1 and --resume to continue")
 
 
 @contextlib.contextmanager
