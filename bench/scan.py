@@ -10,7 +10,10 @@ and the HTML report. Peak RSS is that of the process tree, sampled every 0.2 s.
 
 ``--compare DIR`` runs every configuration a second time with another checkout's ``src`` first on
 ``PYTHONPATH`` (e.g. a ``git worktree`` of an older commit), alternating with this one, for a
-before/after in the same run on the same images and models.
+before/after in the same run on the same images and models. ``--variants`` adds rows of this
+checkout with more arguments (``;``-separated, e.g. ``"--workers 1"``), and ``--repeat N`` runs the
+whole alternation N times and reports each configuration's median: on a shared machine one run of
+each is not enough to tell a 15 % change from the load.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -68,6 +72,17 @@ def run_scan(images: Path, models: str, batch_size: int, threads: int, src: Path
     }
 
 
+def _median(runs: list[dict]) -> dict:
+    """One configuration's runs as one row: the median of every measured figure, and each run's images/s."""
+    import numpy as np
+
+    row = dict(runs[0])
+    for key in ("wall_s", "images_per_s", "peak_rss_mb", "cse_s", "classify_s"):
+        row[key] = float(np.median([r[key] for r in runs]))
+    row["runs"] = [r["images_per_s"] for r in runs]
+    return row
+
+
 def _commit(tree: Path) -> str:
     import subprocess
 
@@ -85,41 +100,52 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=Path(tempfile.gettempdir()) / "safeview-scan-bench")
     parser.add_argument("--scan-args", default="", help="more arguments for every safeview scan, e.g. '--attributes none'")
     parser.add_argument("--compare", type=Path, default=None, help="another checkout, run alongside (its src/ first on the path)")
+    parser.add_argument("--variants", default="", help="';'-separated extra arguments, each a further row of this checkout")
+    parser.add_argument("--repeat", type=int, default=1, help="run every configuration this many times, alternating; medians reported")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     make_images(args.images, args.n, args.size)
     load_before = os.getloadavg()[0]
-    trees = [None] if args.compare is None else [args.compare.resolve() / "src", None]
-    rows = []
-    for models in args.models.split(","):
-        for batch_size in map(int, args.batch_sizes.split(",")):
-            for src in trees:
-                rows.append(run_scan(args.images, models, batch_size, args.threads, src, args.scan_args))
-                print(json.dumps(rows[-1]), flush=True)
+    trees = [(None, "")] if args.compare is None else [(args.compare.resolve() / "src", ""), (None, "")]
+    trees += [(None, variant.strip()) for variant in args.variants.split(";") if variant.strip()]
+    runs: dict[tuple, list[dict]] = {}
+    for _ in range(args.repeat):
+        for models in args.models.split(","):
+            for batch_size in map(int, args.batch_sizes.split(",")):
+                for src, variant in trees:
+                    row = run_scan(args.images, models, batch_size, args.threads, src, f"{args.scan_args} {variant}".strip())
+                    row["code"] += f" {variant}" if variant else ""
+                    runs.setdefault((models, batch_size, src, variant), []).append(row)
+                    print(json.dumps(row), flush=True)
+    rows = [_median(found) for found in runs.values()]
     lines = [
         "# `safeview scan` throughput",
         "",
-        f"Command: `python bench/scan.py {' '.join(sys.argv[1:])}` ({platform.machine()}, {os.cpu_count()} cores, "
+        f"Command: `python bench/scan.py {shlex.join(sys.argv[1:])}` ({platform.machine()}, {os.cpu_count()} cores, "
         f"{args.threads} torch/numba threads, load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end). {args.n} synthetic-benchmark "
         f"PNGs of {args.size}², a stand-in on every fifth. Whole CLI runs (model loading, report included).",
         "",
-        "| code | models | --batch-size | images | unsafe | images/s | wall s | classify s (sum) | CSE s (sum) | peak RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| code | models | --batch-size | images | unsafe | images/s | wall s | classify s (sum) | CSE s (sum) | peak RSS MB | runs: images/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['code']} | {r['models']} | {r['batch_size']} | {r['images']} | {r['unsafe']} | {r['images_per_s']:.2f} | {r['wall_s']:.1f} "
-            f"| {r['classify_s']:.1f} | {r['cse_s']:.1f} | {r['peak_rss_mb']:.0f} |"
+            f"| {r['classify_s']:.1f} | {r['cse_s']:.1f} | {r['peak_rss_mb']:.0f} | {', '.join(f'{x:.2f}' for x in r['runs'])} |"
         )
+    if args.repeat > 1:
+        lines += ["", f"Each row is the median of {args.repeat} runs (images/s, wall s, sums and peak RSS each on its own), "
+                      "the configurations alternating."]
     base = {r["models"]: r for r in rows if r["batch_size"] == 1 and r["code"] == "this checkout"}
     ratios = [f"{r['models']} at {r['batch_size']}: {r['images_per_s'] / base[r['models']]['images_per_s']:.2f}×"
               for r in rows if r["batch_size"] != 1 and r["models"] in base and r["code"] == "this checkout"]
     if ratios:
         lines += ["", "Speed-up over one image at a time: " + "; ".join(ratios) + "."]
     if args.compare is not None:
-        pairs = [f"{new['models']} at {new['batch_size']}: {new['images_per_s'] / old['images_per_s']:.2f}×"
-                 for old, new in zip(rows[::2], rows[1::2])]
-        lines += ["", "This checkout over the compared one: " + "; ".join(pairs) + "."]
+        old = {(r["models"], r["batch_size"]): r for r in rows if not r["code"].startswith("this checkout")}
+        pairs = [f"{r['code']}, {r['models']} at {r['batch_size']}: {r['images_per_s'] / old[r['models'], r['batch_size']]['images_per_s']:.2f}×"
+                 for r in rows if r["code"].startswith("this checkout")]
+        lines += ["", "This checkout over the compared one (medians): " + "; ".join(pairs) + "."]
     emit("\n".join(lines) + "\n", args.out)
 
 

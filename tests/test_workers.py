@@ -25,9 +25,16 @@ def test_results_come_back_in_job_order_although_later_jobs_finish_first():
     assert {r[2] for r in results} == {max(1, (os.cpu_count() or 1) // 2)}  # threads x workers <= cores
 
 
-def test_small_scans_stay_in_this_process(monkeypatch):
+def test_small_scans_stay_in_this_process_and_workers_fit_in_memory(monkeypatch):
+    free = workers.available_memory()
+    assert free is None or free > 0
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(workers, "available_memory", lambda: 64 * workers.WORKER_BYTES)
     assert workers.auto_workers(1) == 1
     assert workers.auto_workers(workers.IMAGES_PER_WORKER * 2 - 1) == 1
     assert workers.auto_workers(workers.IMAGES_PER_WORKER * 2) == 2
+    assert workers.auto_workers(10_000) == 4
+    monkeypatch.setattr(workers, "available_memory", lambda: 3 * workers.WORKER_BYTES - 1)
+    assert workers.auto_workers(10_000) == 2  # free memory for two model copies, not four
+    monkeypatch.setattr(workers, "available_memory", lambda: None)  # a system that does not say
     assert workers.auto_workers(10_000) == 4

@@ -179,7 +179,7 @@ def scan(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for results.jsonl, per-image JSON, obfuscated images and report.html."),
     batch_size: int = typer.Option(8, min=1, help="Images classified together in one forward per model."),
-    workers: Optional[int] = typer.Option(None, min=1, help="Worker processes, each loading the models once (default: one per CPU core, at most one per 48 images; 1: scan in this process)."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Worker processes, each loading the models once (default: one per CPU core, at most one per 48 images and as many as free memory holds; 1: scan in this process)."),
     report_originals: Optional[ReportOriginals] = typer.Option(None, help="What report.html holds of the originals: none (default: blurred thumbnails, and a link to the input file) or full (unblurred full-resolution copies in out/assets/)."),
     protect: Optional[Path] = typer.Option(None, "--protect", help='JSON file of regions to keep visible, per image: {"photo.jpg": [{"box": [x0, y0, x1, y1], "label": "tattoo"}, {"polygon": [[x, y], ...]}, {"mask": "photo-mask.png"}]} (keys: paths as given, relative to the file, or file names).'),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON result (or error record) per line on stdout."),

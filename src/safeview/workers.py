@@ -17,13 +17,26 @@ from typing import Any, Callable, Iterable, Iterator
 
 #: images per worker below which extra processes cost more than they save (each loads the models)
 IMAGES_PER_WORKER = 48
+#: memory one worker may need: the default models' scan peaks at 1.2 GB per process (bench/README.md)
+WORKER_BYTES = 1536 * 2**20
 _GUARDS: dict[str, Any] = {}
+
+
+def available_memory() -> int | None:
+    """Bytes of physical memory free now, where the system says (Linux); None elsewhere."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def auto_workers(images: int) -> int:
     """Worker processes for a scan of ``images`` images: one per core, but no more than one per
-    :data:`IMAGES_PER_WORKER` images (1: scan in this process)."""
-    return max(1, min(os.cpu_count() or 1, images // IMAGES_PER_WORKER))
+    :data:`IMAGES_PER_WORKER` images, nor than free memory holds (:data:`WORKER_BYTES` each; 1: scan in
+    this process). A many-core machine would otherwise start more model copies than fit."""
+    memory = available_memory()
+    fits = memory // WORKER_BYTES if memory is not None else images
+    return max(1, min(os.cpu_count() or 1, images // IMAGES_PER_WORKER, fits))
 
 
 def worker_guard(models: Any, config: Any) -> Any:

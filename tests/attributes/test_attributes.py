@@ -142,10 +142,11 @@ def test_failed_detector_is_reported_as_failed(monkeypatch, loser):
     assert report.run("offensive").status == "skipped" and set(report.unchecked) == {"text", "offensive_text"}
 
 
-def test_offensive_model_of_another_scikit_learn_is_failed_not_absent(monkeypatch, ocr_model, loser):
+def test_offensive_model_of_another_scikit_learn_is_failed_not_absent(monkeypatch, tmp_path, ocr_model, loser):
     """alt-profanity-check unpickles its model at import; with another scikit-learn than the one
     that wrote it, scikit-learn warns, and the detector is reported failed (its words unchecked)
-    rather than run on a model that may not load right. The OCR's reading stays."""
+    rather than run on a model that may not load right. The OCR's reading stays. (A model already
+    converted to arrays and cached no longer needs scikit-learn: here the cache is empty.)"""
     import importlib
     import warnings
 
@@ -153,19 +154,76 @@ def test_offensive_model_of_another_scikit_learn_is_failed_not_absent(monkeypatc
 
     from safeview.attributes import detector
 
+    monkeypatch.setenv("SAFEVIEW_CACHE_DIR", str(tmp_path / "empty-cache"))
+    detector._loaded.cache_clear()
+
     real = importlib.import_module
 
-    def mismatched(name, *args):
+    def mismatched(name, *args, **kwargs):
         if name == "profanity_check":
             warnings.warn(InconsistentVersionWarning(estimator_name="LinearSVC", current_sklearn_version="0.0", original_sklearn_version="1.9.1"))
-        return real(name, *args)
+        return real(name, *args, **kwargs)
 
     monkeypatch.setattr(detector.importlib, "import_module", mismatched)
     image, _ = loser
-    report = detect(image)
+    try:
+        report = detect(image)
+    finally:
+        detector._loaded.cache_clear()
     run = report.run("offensive")
     assert run.status == "failed" and "InconsistentVersionWarning" in run.detail
     assert _texts(report) == ["LOSER"] and report.unsafe == [] and set(report.unchecked) == {"offensive_text"}
+
+
+def test_the_converted_text_model_scores_what_scikit_learn_does():
+    """The shipped model as arrays gives scikit-learn's probabilities on its whole vocabulary (each
+    word alone, and runs of words with case, accents and punctuation); so does the conversion of
+    another model fitted here, and a model with settings the arrays cannot reproduce (word pairs)
+    is not converted."""
+    import profanity_check
+    from profanity_check import profanity_check as inner
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.svm import LinearSVC
+
+    from safeview.attributes.offensive import LinearText
+
+    shipped = LinearText.from_sklearn(inner.vectorizer, inner.model)
+    words = list(shipped.vocabulary)
+    texts = words + [" ".join(words[i : i + 7]).upper() + " éü, !" for i in range(0, len(words), 7)]
+    np.testing.assert_allclose(shipped(texts), profanity_check.predict_prob(texts), rtol=0, atol=1e-9)
+    again = LinearText.from_arrays(shipped.arrays())
+    np.testing.assert_array_equal(again(texts[:500]), shipped(texts[:500]))
+
+    docs = ["you are great", "what a lovely day", "you stupid fool", "shut up idiot", "thanks a lot", "go away loser"] * 4
+    labels = [0, 0, 1, 1, 0, 1] * 4
+    vectorizer = TfidfVectorizer(stop_words="english").fit(docs)
+    fitted = CalibratedClassifierCV(LinearSVC(), cv=3).fit(vectorizer.transform(docs), labels)
+    probes = ["you fool", "lovely LOVELY day", "idiot loser", "nothing known", ""]
+    np.testing.assert_allclose(LinearText.from_sklearn(vectorizer, fitted)(probes),
+                               fitted.predict_proba(vectorizer.transform(probes))[:, 1], rtol=0, atol=1e-12)
+    pairs = TfidfVectorizer(ngram_range=(1, 2)).fit(docs)
+    assert LinearText.from_sklearn(pairs, CalibratedClassifierCV(LinearSVC(), cv=3).fit(pairs.transform(docs), labels)) is None
+
+
+def test_a_cached_text_model_is_scored_without_scikit_learn_and_a_damaged_one_is_made_again(tmp_path, loser):
+    """Issue 18: once converted, the offensive-text model loads from the cache in a fresh process
+    without importing scikit-learn or the package (1.2 s) and still finds the drawn insult; a
+    damaged cache file is converted again."""
+    np.save(tmp_path / "loser.npy", loser[0])
+    check = (
+        "import sys, numpy as np\n"
+        "from safeview.attributes import detect\n"
+        f"report = detect(np.load({str(tmp_path / 'loser.npy')!r}))\n"
+        "print([a.text for a in report.unsafe], 'sklearn' in sys.modules)\n"
+    )
+    cache = tmp_path / "cache"
+    assert run_fresh(check, SAFEVIEW_CACHE_DIR=str(cache)).split() == ["['LOSER']", "True"]  # converted now
+    (cached,) = cache.glob("profanity-*.npz")
+    assert run_fresh(check, SAFEVIEW_CACHE_DIR=str(cache)).split() == ["['LOSER']", "False"]  # read back
+    cached.write_bytes(cached.read_bytes()[:100])
+    assert run_fresh(check, SAFEVIEW_CACHE_DIR=str(cache)).split() == ["['LOSER']", "True"]  # damaged: converted again
+    assert run_fresh(check, SAFEVIEW_CACHE_DIR=str(cache)).split() == ["['LOSER']", "False"]
 
 
 def test_detectors_load_lazily():

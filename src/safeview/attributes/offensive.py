@@ -10,6 +10,16 @@ release 1.9.1 pins scikit-learn 1.9.1, the version SafeView is installed with, s
 mismatch (scikit-learn's ``InconsistentVersionWarning`` on loading) makes this detector *fail*,
 visibly, rather than score with a model that may be read wrongly.
 
+Loading it costs scikit-learn's import (1.2 s, in every process that reads text), so the
+model is read out of its pickles once, into plain arrays (its vocabulary, inverse document
+frequencies, and the five calibrated linear SVMs' weights and sigmoids), checked against
+scikit-learn's own ``predict_prob`` on probe texts, and kept in SafeView's cache
+(:func:`safeview.runtime.cache_dir`) under the digest of the package's two model files. Later
+processes score with those arrays (:class:`LinearText`, the same TF-IDF and calibrated decision,
+written out because the point is not to import the library) and import neither scikit-learn nor
+the package. A model whose settings :class:`LinearText` does not reproduce is used through
+scikit-learn, as before.
+
 It judges offensive or profane language (insults such as "loser", "idiot", "you suck"), which is
 what the paper's question "Is there any text in the image that might be considered hate speech?"
 can be answered with here; it is not a hate-speech classifier, and the rationale words it so.
@@ -22,8 +32,15 @@ score as offensive, so a phrase is not claimed again by every longer run contain
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import re
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -68,6 +85,124 @@ def _texts(found: list[Attribute]) -> list[Attribute]:
     return [a for a in found if a.name == "text" and a.text and a.text.strip()]
 
 
+#: the arrays' layout in the cache; a change makes every cached copy stale
+LINEAR_TEXT_VERSION = "linear-text-1"
+#: texts :func:`_converted` checks the arrays on against scikit-learn (the vocabulary's words are added)
+PROBES = ("you suck", "LOSER", "Idiot!", "hello world", "Grüße aus Zürich", "", "!!! ??", "you are a loser, idiot",
+          "nice day at the beach", "go away", "a b c", "x" * 300)
+
+
+@dataclass(frozen=True)
+class LinearText:
+    """alt-profanity-check's model as arrays: scikit-learn's ``TfidfVectorizer`` (lower-cased
+    tokens of ``token_pattern``, counts of the ``vocabulary`` words times ``idf``, L2-normalised)
+    and ``CalibratedClassifierCV`` of linear SVMs with sigmoid calibration, binary: the
+    probability of the profane class is the mean over the SVMs ``k`` of 1 / (1 + exp(a_k·d_k + b_k)),
+    d_k = x·w_k + c_k."""
+
+    vocabulary: tuple[str, ...]
+    idf: np.ndarray
+    weights: np.ndarray  # (K, V)
+    intercepts: np.ndarray  # (K,)
+    a: np.ndarray  # (K,)
+    b: np.ndarray  # (K,)
+    token_pattern: str
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {word: i for i, word in enumerate(self.vocabulary)}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        index, pattern = self._index, re.compile(self.token_pattern)
+        x = np.zeros((len(texts), len(self.vocabulary)))
+        for row, text in enumerate(texts):
+            for token in pattern.findall(text.lower()):
+                if (i := index.get(token)) is not None:
+                    x[row, i] += 1.0
+        x *= self.idf
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = np.divide(x, norms, out=x, where=norms > 0)
+        decisions = x @ self.weights.T + self.intercepts
+        return (1.0 / (1.0 + np.exp(self.a * decisions + self.b))).mean(axis=1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"vocabulary": np.array(self.vocabulary), "idf": self.idf, "weights": self.weights, "intercepts": self.intercepts,
+                "a": self.a, "b": self.b, "token_pattern": np.array(self.token_pattern)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> "LinearText":
+        return cls(tuple(str(w) for w in arrays["vocabulary"]), *(np.asarray(arrays[k], np.float64) for k in ("idf", "weights", "intercepts", "a", "b")),
+                   str(arrays["token_pattern"]))
+
+    @classmethod
+    def from_sklearn(cls, vectorizer: Any, model: Any) -> "LinearText | None":
+        """The arrays of a fitted vectorizer and calibrated classifier, or ``None`` where their settings
+        are not the ones this class computes (n-grams, accents, sublinear counts, other calibrations…)."""
+        settings = vectorizer.get_params()
+        expected = {"analyzer": "word", "binary": False, "lowercase": True, "ngram_range": (1, 1), "norm": "l2",
+                    "preprocessor": None, "strip_accents": None, "sublinear_tf": False, "tokenizer": None, "use_idf": True}
+        classifiers = getattr(model, "calibrated_classifiers_", [])
+        if any(settings.get(k) != v for k, v in expected.items()) or not classifiers or list(model.classes_) != [0, 1]:
+            return None
+        if set(vectorizer.vocabulary_) & set(vectorizer.get_stop_words() or ()):
+            return None  # a stop word in the vocabulary would have to be dropped by hand
+        if any(c.method != "sigmoid" or len(c.calibrators) != 1 or c.estimator.coef_.shape[0] != 1 for c in classifiers):
+            return None
+        vocabulary = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
+        return cls(
+            tuple(vocabulary), np.asarray(vectorizer.idf_, np.float64),
+            np.stack([np.asarray(c.estimator.coef_[0], np.float64) for c in classifiers]),
+            np.array([float(c.estimator.intercept_[0]) for c in classifiers]),
+            np.array([float(c.calibrators[0].a_) for c in classifiers]), np.array([float(c.calibrators[0].b_) for c in classifiers]),
+            vectorizer.token_pattern,
+        )
+
+
+def _package_folder() -> Path:
+    """alt-profanity-check's folder, found without importing it (which unpickles its model)."""
+    spec = importlib.util.find_spec("profanity_check")
+    if spec is None or spec.origin is None:
+        raise ImportError("profanity_check")
+    return Path(spec.origin).parent
+
+
+def _scorer(folder: Path) -> Callable[[Sequence[str]], np.ndarray]:
+    """The model's ``texts -> probabilities of the profane class``: the cached :class:`LinearText`
+    of the package's model files, or one converted from them now (importing scikit-learn once) and
+    kept when it gives scikit-learn's probabilities on :data:`PROBES` and vocabulary words, or
+    scikit-learn's own ``predict_prob`` where it cannot be converted."""
+    from ..runtime import cache_dir, store
+
+    digest = hashlib.blake2b(LINEAR_TEXT_VERSION.encode(), digest_size=20)
+    for name in ("vectorizer.joblib", "model.joblib"):
+        digest.update(hashlib.blake2b((folder / "data" / name).read_bytes()).digest())
+    directory = cache_dir()
+    cached = directory / f"profanity-{digest.hexdigest()}.npz" if directory else None
+    if cached is not None and cached.is_file():
+        try:
+            with np.load(cached, allow_pickle=False) as arrays:
+                return LinearText.from_arrays(arrays)
+        except Exception:  # noqa: BLE001 - a damaged file is converted again
+            pass
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    with warnings.catch_warnings():  # the package unpickles its model when imported
+        warnings.simplefilter("error", InconsistentVersionWarning)
+        package = importlib.import_module("profanity_check")
+    inner = importlib.import_module("profanity_check.profanity_check")
+    converted = LinearText.from_sklearn(inner.vectorizer, inner.model)
+    probes = [*PROBES, " ".join(converted.vocabulary[::97]) if converted else "", *(converted.vocabulary[::501] if converted else ())]
+    if converted is None or not np.allclose(converted(probes), package.predict_prob(probes), rtol=0, atol=1e-9):
+        return package.predict_prob
+    if cached is not None:
+        import io
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **converted.arrays())
+        store(cached, buffer.getvalue())
+    return converted
+
+
 class OffensiveText(Detector):
     name = "offensive"
     package = "alt-profanity-check"
@@ -76,14 +211,10 @@ class OffensiveText(Detector):
     needs = ("ocr",)
 
     def import_module(self) -> Any:
-        from sklearn.exceptions import InconsistentVersionWarning
-
-        with warnings.catch_warnings():  # the module unpickles its model when imported
-            warnings.simplefilter("error", InconsistentVersionWarning)
-            return super().import_module()
+        return _package_folder()
 
     def build(self, module: Any) -> Any:
-        return module.predict_prob
+        return _scorer(module)
 
     def has_input(self, found: list[Attribute]) -> bool:
         return bool(_texts(found))
