@@ -36,5 +36,6 @@ def test_small_scans_stay_in_this_process_and_workers_fit_in_memory(monkeypatch)
     assert workers.auto_workers(10_000) == 4
     monkeypatch.setattr(workers, "available_memory", lambda: 3 * workers.WORKER_BYTES - 1)
     assert workers.auto_workers(10_000) == 2  # free memory for two model copies, not four
+    assert workers.fitting_workers() == 2
     monkeypatch.setattr(workers, "available_memory", lambda: None)  # a system that does not say
-    assert workers.auto_workers(10_000) == 4
+    assert workers.auto_workers(10_000) == 4 and workers.fitting_workers() == 4

@@ -349,7 +349,8 @@ def run_batch(
     """Scan every image of ``inputs`` (folders, globs, files, JSONL/CSV/Parquet manifests) into
     ``out`` and return the summary (also written to ``out/summary.json``).
 
-    ``engine`` is ``local`` (``workers`` spawned processes, default: all cores) or ``ray`` (Ray
+    ``engine`` is ``local`` (``workers`` spawned processes, default: all cores, as many as free memory
+    holds, :func:`safeview.workers.fitting_workers`) or ``ray`` (Ray
     Data; ``ray_address`` joins an existing cluster, otherwise a local runtime with ``workers``
     CPUs starts and stops). ``batch_size`` images make one chunk, i.e. one Parquet part.
     ``config`` is the :class:`~safeview.config.ScanConfig` (without it, ``settings``, its fields as
@@ -362,7 +363,11 @@ def run_batch(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    workers = int(workers or os.cpu_count() or 1)
+    if not workers:
+        from .workers import fitting_workers
+
+        workers = fitting_workers() if engine == "local" else os.cpu_count() or 1
+    workers = int(workers)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     from .config import ScanConfig

@@ -839,7 +839,7 @@ def batch(
     engine: Literal["local", "ray"] = typer.Option("local", help="local (worker processes on this machine) or ray (Ray Data)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: start a local Ray runtime."),
     batch_size: int = typer.Option(16, min=1, help="Images per chunk (one Parquet part, one Ray batch)."),
-    workers: Optional[int] = typer.Option(None, min=1, help="Worker processes or Ray actors (default: all CPU cores)."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Worker processes or Ray actors (default: all CPU cores; locally, only as many as free memory holds at 1.5 GB each)."),
     only_unsafe: bool = typer.Option(False, "--only-unsafe", help="Keep the full result JSON for unsafe and failed images only."),
     *,
     config,

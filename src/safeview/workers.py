@@ -3,8 +3,9 @@ each process loads the models once and uses ``cores // workers`` threads, so thr
 outnumber cores.
 
 One process with two threads leaves a core idle while Python runs (decoding, OCR's pre- and
-post-processing, writing). On the 500-image benchmark on two cores, ``safeview batch`` took 20.2 s
-with two workers of one thread against 23.1 s with one worker of two threads (bench/README.md).
+post-processing, writing). On the 500-image benchmark on two cores, ``safeview scan`` ran 28.0
+images/s with two workers of one thread against 24.7 with one process of two threads (medians of
+three alternating runs, bench/README.md), for twice the memory.
 Written on :mod:`concurrent.futures` because the scan must hand results back in input order with a
 bounded number of jobs in flight, which ``ProcessPoolExecutor.map`` does not bound.
 """
@@ -30,13 +31,18 @@ def available_memory() -> int | None:
         return None
 
 
-def auto_workers(images: int) -> int:
-    """Worker processes for a scan of ``images`` images: one per core, but no more than one per
-    :data:`IMAGES_PER_WORKER` images, nor than free memory holds (:data:`WORKER_BYTES` each; 1: scan in
-    this process). A many-core machine would otherwise start more model copies than fit."""
+def fitting_workers() -> int:
+    """One worker per core, but no more than free memory holds (:data:`WORKER_BYTES` each): a
+    many-core machine would otherwise start more model copies than fit."""
     memory = available_memory()
-    fits = memory // WORKER_BYTES if memory is not None else images
-    return max(1, min(os.cpu_count() or 1, images // IMAGES_PER_WORKER, fits))
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, memory // WORKER_BYTES if memory is not None else cores))
+
+
+def auto_workers(images: int) -> int:
+    """Worker processes for a scan of ``images`` images: :func:`fitting_workers`, but no more than
+    one per :data:`IMAGES_PER_WORKER` images (1: scan in this process)."""
+    return max(1, min(fitting_workers(), images // IMAGES_PER_WORKER))
 
 
 def worker_guard(models: Any, config: Any) -> Any:
