@@ -139,3 +139,48 @@ def test_remembered_forwards_each_input_once_and_only_inside_the_block():
     np.testing.assert_allclose(again, first[[1, 0]], atol=1e-6)
     clf.predict_proba([a])  # the block is over: forwarded again
     assert calls == [2, 2, 1]
+
+
+def test_a_runtime_serves_only_the_weights_it_was_built_from(monkeypatch):
+    """A classifier predicts through its runtime only while its module has the weights the runtime
+    was made from; inside :func:`remembered`, where they cannot change, they are compared once."""
+    import dataclasses
+
+    import torch
+
+    from safeview import classify as classify_module
+    from safeview.classify import remembered
+    from safeview.runtime import TorchRuntime
+
+    torch.manual_seed(0)
+    module = nets.build("small", 2, width=8).eval()
+    base = Classifier.from_module(module, ["safe", "unsafe"], ["unsafe"], preprocess=Preprocess(resize=(32, 32)))
+    clf = dataclasses.replace(base, runtime=TorchRuntime(module, (32, 32)))
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    served = []
+    runtime = clf.runtime
+    monkeypatch.setattr(clf, "runtime", lambda batch: served.append(len(batch)) or runtime(batch))
+    clf.predict_proba(image[None])
+    assert served == [1]
+    with torch.no_grad():
+        module.fc.bias += 3.0  # changed in place: the runtime no longer computes this module
+    changed = clf.predict_proba(image[None])
+    assert served == [1]
+    with torch.no_grad():
+        expected = torch.softmax(module(torch.from_numpy(clf.batch(image[None]))), 1).numpy()
+    np.testing.assert_allclose(changed, expected, atol=1e-6)
+
+    clf = dataclasses.replace(base, runtime=TorchRuntime(module, (32, 32)))  # built from the new weights
+    walks = []
+    version = classify_module._weights_version
+    monkeypatch.setattr(classify_module, "_weights_version", lambda m: walks.append(1) or version(m))
+    other = np.zeros_like(image)
+    with remembered([clf]):
+        clf.predict_proba(image[None])
+        clf.predict_proba(other[None])
+        module.train()  # a module put in training mode is still noticed inside the block
+        clf.predict_proba(np.full_like(image, 9)[None])
+        module.eval()
+    assert len(walks) == 1
+    clf.predict_proba(image[None])
+    assert len(walks) == 2  # the block is over: compared again

