@@ -1,8 +1,9 @@
 """The per-image steps every scanned image or search query pays outside the model, each timed
 against the plain formulation it replaced, in the same run on the same arrays (issue 18):
 normalising one image into the model's C×h×w input (before: the H×W×3 float formula, then a
-transposing copy), and compositing an obfuscated frame into an image under a mask (boolean indexing). Both
-versions' outputs are compared and must be identical.
+transposing copy), compositing an obfuscated frame into an image under a mask (boolean indexing), and
+verification's mirrored copy (a reversed view made contiguous). Both versions' outputs are compared
+and must be identical.
 
     python bench/hotpaths.py --repeat 200 --out bench/results/hotpaths.md
 """
@@ -65,6 +66,14 @@ def main() -> None:
         same = np.array_equal(plain_composite(), blur(image, mask))
         rows.append((f"composite a blurred frame over {name}", median_ms(plain_composite, args.repeat)[0],
                      median_ms(lambda: blur(image, mask), args.repeat)[0], same))
+    from safeview.verify import PERTURBATIONS
+
+    def plain_mirror() -> np.ndarray:
+        return np.ascontiguousarray(image[:, ::-1])
+
+    rows.append(("the mirrored copy verification classifies", median_ms(plain_mirror, args.repeat)[0],
+                 median_ms(lambda: PERTURBATIONS["mirror"](image), args.repeat)[0],
+                 np.array_equal(plain_mirror(), PERTURBATIONS["mirror"](image))))
     lines = [
         "# Per-image hot paths outside the model",
         "",
