@@ -297,7 +297,7 @@ def _disk(radius: int) -> np.ndarray:
 
 def _dilated(mask: np.ndarray, radius: int) -> np.ndarray:
     """``mask`` dilated by a disk of ``radius`` px, nothing outside the image: scipy's
-    ``binary_dilation`` with that disk, computed by OpenCV (a tenth of the time on a 224² mask)."""
+    ``binary_dilation`` with that disk, computed by OpenCV (scipy's erosion was 4.5 % of a demo CSE)."""
     import cv2
 
     return cv2.dilate(np.ascontiguousarray(mask).view(np.uint8), _disk(radius).astype(np.uint8)).view(bool)

@@ -39,7 +39,7 @@ def _rescale(image: np.ndarray, factor: float = 0.5) -> np.ndarray:
 
 
 def _mirror(image: np.ndarray) -> np.ndarray:
-    return cv2.flip(np.ascontiguousarray(image), 1)  # the same pixels as image[:, ::-1], in a fiftieth of the copy's time
+    return cv2.flip(np.ascontiguousarray(image), 1)  # the same pixels as image[:, ::-1], 41× faster (bench/hotpaths.py)
 
 
 def _corner(shape: tuple[int, int], corner: int, side: float = 0.625) -> tuple[int, int, int, int]:
