@@ -55,6 +55,56 @@ def test_not_found_when_no_prefix_flips(scene):
     assert len(cf.probabilities) == 11
 
 
+def test_probe_after_ends_a_search_that_cannot_flip_with_one_query(scene):
+    """``probe_after``: after that many prefixes short of the flip, the longest is classified; a
+    search with no flip in budget then costs ``probe_after + 1`` queries, not ``max_regions``, and
+    ends exactly where the full search would (mask, last row)."""
+    image, segments, key = scene
+    order = [r for r in range(16) if r not in (5, 6)] + [5, 6]  # key regions beyond the budget
+    full = greedy_search(red_predict(key), image, segments, order, source_class=1, max_regions=10)
+    probed = greedy_search(red_predict(key), image, segments, order, source_class=1, max_regions=10, probe_after=4)
+    assert not probed.found and probed.output is None
+    assert probed.queries == 1 + 4 + 1  # the original, four prefixes, the longest
+    assert probed.regions == full.regions and np.array_equal(probed.mask, full.mask)
+    assert len(probed.probabilities) == 6  # the original, the first four prefixes, the longest
+    np.testing.assert_allclose(probed.probabilities[:5], full.probabilities[:5])
+    np.testing.assert_allclose(probed.probabilities[-1], full.probabilities[-1])
+
+
+@pytest.mark.parametrize("depth", [2, 4, 5, 6, 9, 10])
+def test_probe_after_finds_the_first_flip_of_a_monotone_search(scene, depth):
+    """When masking more never brings the decision back, the probed search stops at the same
+    prefix as the paper's, with the same rows, and one query more only past ``probe_after``."""
+    image, segments, key = scene
+    decoys = [r for r in range(16) if r not in (5, 6)]
+    order = decoys[: depth - 2] + [5, 6] + decoys[depth - 2 :]  # the flip comes with region 6, at ``depth``
+    kw = dict(source_class=1, max_regions=10, prune=False, obfuscator=Obfuscator("fill"), batch_size=1)
+    paper = greedy_search(red_predict(key), image, segments, order, **kw)
+    probed = greedy_search(red_predict(key), image, segments, order, probe_after=4, **kw)
+    assert paper.found and probed.found and paper.depth == depth
+    assert probed.regions == paper.regions and np.array_equal(probed.output, paper.output)
+    np.testing.assert_allclose(probed.probabilities, paper.probabilities)
+    assert probed.queries - paper.queries == (1 if 4 < paper.depth < 10 else 0)
+
+
+def test_probe_after_takes_a_longest_prefix_that_brings_the_decision_back_as_no_flip(scene):
+    """Non-monotone: a flip at prefix 6 that prefix 10 undoes is not found once the probe has run
+    (the round ends, as documented); with the probe after 6 or more it is."""
+    image, segments, key = scene
+    decoys = [r for r in range(16) if r not in (5, 6)]
+    order = decoys[:4] + [5, 6] + decoys[4:]
+
+    def back_at_ten(batch):  # unsafe again once 10 regions are masked (region order[9] hidden)
+        p = red_predict(key)(batch)
+        late = np.asarray(batch)[:, segments == order[9], 0].mean(axis=1) != image[segments == order[9], 0].mean()
+        return np.where(late[:, None], [[0.0, 1.0]], p)
+
+    kw = dict(source_class=1, max_regions=10, prune=False, obfuscator=Obfuscator("fill"))
+    assert greedy_search(back_at_ten, image, segments, order, **kw).depth == 6
+    assert not greedy_search(back_at_ten, image, segments, order, probe_after=4, **kw).found
+    assert greedy_search(back_at_ten, image, segments, order, probe_after=6, **kw).depth == 6
+
+
 def test_a_search_continued_from_a_prefix_is_the_whole_search(scene):
     """``base``: a search over the rest of the order, continued from an unfinished search's last
     prefix, gives what one search over the whole order gives (regions, mask, steps, output)."""

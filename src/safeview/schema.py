@@ -114,7 +114,9 @@ class CounterfactualResult(BaseModel):
                                        "regions were cut into before completion; the ids in regions and completed refer to these)")
     queries: int = Field(description="images classified during the search")
     obfuscated_fraction: float
-    unsafe_probability_steps: list[float] = Field(description="unsafe probability of the original, then of each greedy prefix")
+    unsafe_probability_steps: list[float] = Field(description="unsafe probability of the original, then of each greedy prefix classified, "
+                                                  "shortest first (in hide mode a search round short of the margin after 4 prefixes "
+                                                  "classifies its longest next, and lists only that one when it misses too)")
     unsafe_probability_after: float = Field(description="this model's unsafe probability of this category's output")
     mask: RLE
 
