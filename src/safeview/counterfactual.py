@@ -210,20 +210,20 @@ def greedy_search(
 
     n = len(prefix_masks)
     early = n if probe_after is None or probe_after + 1 >= n else probe_after
-    hit = first_flip(0, early)
-    if hit is None and early < n:
+    flip = first_flip(0, early)
+    if flip is None and early < n:
         probs, outputs = classify([prefix_masks[-1]])
         if flipped(probs)[0]:  # the longest flips: the first that does lies between
-            hit = first_flip(early, n - 1)
-            if hit is None:
+            flip = first_flip(early, n - 1)
+            if flip is None:
                 rows.append(probs[0].tolist())
-                hit = n - 1, outputs[0], probs[0]
+                flip = n - 1, outputs[0], probs[0]
         else:
             rows.append(probs[0].tolist())
-    if hit is None:
+    if flip is None:
         last = prefix_masks[-1] if prefix_masks else initial
         return Counterfactual(False, order, order, last, rows, rows[-1], source_class, queries, None)
-    hit, verified_output, verified_probs = hit
+    hit, verified_output, verified_probs = flip
 
     chosen = order[: hit + 1]
     greedy = list(chosen)
