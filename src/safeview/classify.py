@@ -207,6 +207,13 @@ class Classifier:
         """Temperature-scaled logits of a preprocessed batch (differentiable)."""
         return self.module(x) / self.temperature
 
+    def gradient_module(self) -> "nn.Module":
+        """The module to differentiate for FullGrad: the runtime's folded copy while the runtime
+        applies (the same logits and FullGrad terms, :meth:`safeview.runtime.TorchRuntime.gradient_module`),
+        otherwise :attr:`module`."""
+        folded = getattr(self.runtime, "gradient_module", None)
+        return folded() if folded is not None and self._runtime_applies() else self.module
+
     def _runtime_applies(self) -> bool:
         """Whether :attr:`runtime` computes what the module would: a CPU classifier whose module
         was never built, or is in eval mode with the weights it was built with."""

@@ -154,16 +154,17 @@ def store(path: Path, data: bytes) -> None:
 
 class TorchRuntime:
     """Callable as ``(N, C, H, W) float32 array -> (N, K) logits`` by copies of a torch classifier's
-    ``module`` prepared for predictions only, made on first use and each checked against the module
+    ``module`` prepared for predictions (and FullGrad), made on first use and each checked against the module
     on a random probe input before serving (logits within 1e-4):
 
     - an onnxruntime session of the module's ONNX export (:func:`cache_dir` keeps it), for inputs of
       the classifier's size: 1.4× the speed of the folded copy for a ResNet-50 and for the demo
       CNN at batch 1 (bench/results/forwards.md);
     - a copy with every convolution followed directly by a BatchNorm folded into one convolution
-      (``torch.nn.utils.fusion``), channels-last, no autograd: for other sizes, and where the export
-      fails or disagrees. When the folding changes the logits (a convolution and a BatchNorm that
-      follow each other in the module's definition but not in its forward), the module itself is used.
+      (``torch.nn.utils.fusion``), channels-last, no parameter gradients: for other sizes, and where the export
+      fails or disagrees; it is also what FullGrad differentiates (:meth:`gradient_module`). When the
+      folding changes the logits (a convolution and a BatchNorm that follow each other in the
+      module's definition but not in its forward), the module itself is used.
     """
 
     def __init__(self, module: Any, input_size: tuple[int, int]) -> None:
@@ -171,6 +172,7 @@ class TorchRuntime:
         self._exported = False
         self._onnx: OnnxSession | None = None
         self._fast: Any = None
+        self._merged_biases = False  # the folded copy joined a convolution's own bias to a BatchNorm's
         self._lock = threading.Lock()
 
     def _probe(self) -> tuple[np.ndarray, np.ndarray]:
@@ -192,18 +194,35 @@ class TorchRuntime:
         import torch
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-        fast = copy.deepcopy(self.module).eval()
+        fast = copy.deepcopy(self.module).eval().requires_grad_(False)
+        self._merged_biases = False
         for parent in fast.modules():
             names = list(parent._modules)
             for a, b in zip(names, names[1:]):
                 conv, norm = parent._modules[a], parent._modules[b]
                 if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d) and norm.track_running_stats:
+                    self._merged_biases |= conv.bias is not None
                     parent._modules[a], parent._modules[b] = fuse_conv_bn_eval(conv, norm), torch.nn.Identity()
         fast = fast.to(memory_format=torch.channels_last)
         probe, expected = self._probe()
         with torch.inference_mode():
             got = fast(torch.from_numpy(probe).contiguous(memory_format=torch.channels_last)).float().numpy()
         return fast if self._agrees(got, expected) else self.module
+
+    def gradient_module(self) -> Any:
+        """The module for input gradients and FullGrad's bias-gradients: the folded copy (13 % less
+        time for a ResNet-50's FullGrad, bench/README.md), whose folded convolutions output what the
+        BatchNorms did, with the BatchNorms' effective biases, so every FullGrad term is the
+        module's; the module itself where a folded convolution had a bias of its own (its term and
+        the BatchNorm's would become one) or the folding changes the logits."""
+        folded = self._folded()
+        return self.module if self._merged_biases else folded
+
+    def _folded(self) -> Any:
+        with self._lock:
+            if self._fast is None:
+                self._fast = self._fold()
+        return self._fast
 
     def _session(self) -> OnnxSession | None:
         """The export's session if it gives the module's logits on a probe (a cached export that
@@ -240,11 +259,9 @@ class TorchRuntime:
                 self._onnx, self._exported = self._session(), True
         if self._onnx is not None and batch.shape[1:] == (3, *self.input_size):
             return self._onnx(batch)
-        with self._lock:
-            if self._fast is None:
-                self._fast = self._fold()
+        folded = self._folded()
         with torch.inference_mode():
-            return self._fast(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)).float().numpy()
+            return folded(torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)).float().numpy()
 
     def __getstate__(self) -> dict:
         return {"module": self.module, "input_size": self.input_size}
