@@ -210,8 +210,8 @@ class TorchRuntime:
         return fast if self._agrees(got, expected) else self.module
 
     def gradient_module(self) -> Any:
-        """The module for input gradients and FullGrad's bias-gradients: the folded copy (13 % less
-        time for a ResNet-50's FullGrad, bench/README.md), whose folded convolutions output what the
+        """The module for input gradients and FullGrad's bias-gradients: the folded copy (a ResNet-50's
+        FullGrad in 0.12–0.13 s instead of 0.15, bench/README.md), whose folded convolutions output what the
         BatchNorms did, with the BatchNorms' effective biases, so every FullGrad term is the
         module's; the module itself where a folded convolution had a bias of its own (its term and
         the BatchNorm's would become one) or the folding changes the logits."""
