@@ -11,7 +11,7 @@ from PIL import Image
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from safeview.batch import read_parts, read_results, run_batch  # noqa: E402
+from safeview.batch import OBFUSCATED_DIR, read_parts, read_results, run_batch  # noqa: E402
 from safeview.errors import SafeViewError  # noqa: E402
 
 N_IMAGES = 30
@@ -195,3 +195,38 @@ def test_cli_batch_resumes_and_reports(images, models, tmp_path):
     assert second.exit_code == first.exit_code and json.loads(second.stdout)["skipped"] == 3
     bad = CliRunner().invoke(app, [*args[:4], "--engine", "spark"])
     assert bad.exit_code == 2 and "--engine" in bad.output
+
+
+def test_cli_batch_input_that_names_no_image_is_an_error(images, models, tmp_path):
+    """A missing file or an empty folder among the inputs used to exit 0 (or 1), with the error
+    only inside the summary, where `scan` exits 2 and says so on stderr."""
+    from typer.testing import CliRunner
+
+    from safeview.cli import app
+
+    _, paths, _ = images
+    checkpoint = models[0].save(tmp_path / "tiny.safeview", arch="small", arch_kwargs={"width": 8})
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, [
+        "batch", str(paths[1]), str(tmp_path / "missing.png"), str(tmp_path / "empty"), "--out", str(tmp_path / "out"),
+        "--models", str(checkpoint), "--workers", "1", "--segmentation", "slic",
+    ])
+    assert result.exit_code == 2, result.output
+    summary = json.loads(result.stdout)
+    assert summary["scanned"] == 1 and len(summary["input_errors"]) == 2
+    assert "missing.png: no such file" in result.output and "empty: folder holds no image files" in result.output
+
+
+def test_output_folder_inside_the_inputs_is_not_scanned_again(images, models, tmp_path):
+    """``OUT/obfuscated/*.png`` inside the scanned folder used to become new inputs of the rerun."""
+    _, paths, _ = images
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in paths[:10]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    first = run_batch(folder, folder / "out", models=models, workers=1, batch_size=5, **GUARD)
+    assert first["inputs"] == 10 and list((folder / "out" / OBFUSCATED_DIR).glob("*.png"))  # something to rescan
+    again = run_batch(folder, folder / "out", models=models, workers=1, batch_size=5, **GUARD)
+    assert again["inputs"] == 10 and again["scanned"] == 0 and again["skipped"] == 10
+    with pytest.raises(SafeViewError, match="output folder"):
+        run_batch(folder, folder, models=models, workers=1, **GUARD)

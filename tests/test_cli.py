@@ -318,3 +318,44 @@ def test_scan_in_worker_processes_records_what_one_process_does(folder, tmp_path
     assert scan(2) == (lines, records)
     assert any(r.get("error_type") == "ImageError" and "truncated.png" in r["error"] for r in records)
     assert any(r.get("verdict") == "unsafe" for r in records)
+
+
+def test_hostile_file_names_stay_one_line_each_and_do_not_stop_the_run(two_images, tmp_path):
+    """A path holding ``[/y]`` used to stop the scan with Rich's MarkupError traceback (exit 1, no
+    report), ``[bold]b.png`` was printed as ``b.png``, and a newline or terminal escape in a name
+    went out raw, splitting the image's stdout line in two."""
+    root = tmp_path / "in"
+    (root / "x[").mkdir(parents=True)
+    for name in ("x[/y].png", "[bold]b.png", "esc\x1b[7m.png"):
+        (root / name).write_text("not an image")
+    (root / "new\nline.png").write_bytes((two_images / "img1.png").read_bytes())
+    result = runner.invoke(app, ["scan", str(root), "--out", str(tmp_path / "out"), *FAST])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4 and all(line.split("\t")[0] in ("safe", "error") for line in lines)
+    assert f"safe\t{root}/new\\nline.png" in lines and f"error\t{root}/esc\\x1b[7m.png" in lines
+    for name in ("x[/y].png", "[bold]b.png", "esc\\x1b[7m.png"):
+        assert f"error: {root}/{name}: not a recognised image" in result.output
+    assert "\x1b" not in result.output and (tmp_path / "out" / "report.html").exists()
+
+
+def test_out_equal_to_or_inside_the_scanned_folder(two_images, tmp_path):
+    """A rerun into an --out inside the scanned folder used to scan the earlier run's outputs as
+    new images (--resume: its report thumbnails and .safe.png files; --force: errors for each);
+    an --out that is the scanned folder itself is refused before anything is written."""
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("img0.png", "img1.png"):
+        (root / name).write_bytes((two_images / name).read_bytes())
+    before = {p.name: sha(p) for p in root.iterdir()}
+    first = runner.invoke(app, ["scan", str(root), "--out", str(root / "res"), *FAST])
+    assert first.exit_code == 1, first.output
+    assert list((root / "res").glob("*.safe.png")) or list((root / "res").glob("*.not-verified.png"))
+    for flag in ("--resume", "--force"):
+        again = runner.invoke(app, ["scan", str(root), "--out", str(root / "res"), *FAST, flag])
+        assert again.exit_code == 1, again.output
+        assert "/res/" not in again.stdout and len(again.stdout.splitlines()) == (0 if flag == "--resume" else 2)
+    same = runner.invoke(app, ["scan", str(root), "--out", str(root), *FAST])
+    assert same.exit_code == 2 and "is the output folder" in same.output
+    assert {p.name: sha(p) for p in root.iterdir() if p.is_file()} == before

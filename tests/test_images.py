@@ -1,5 +1,6 @@
 import hashlib
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -140,3 +141,17 @@ def test_working_copy_and_full_mask_cover_exactly_what_was_found(shape):
     for y, x in zip(*np.nonzero(found)):  # every full pixel inside a found working pixel is masked
         assert mask[int(np.ceil(y * sy)) : int((y + 1) * sy), int(np.ceil(x * sx)) : int((x + 1) * sx)].all()
     assert mask.mean() < 4 * sy * sx * found.sum() / mask.size  # and little more
+
+
+def test_float_image_with_nan_or_inf_keeps_its_scale():
+    """One inf pixel in a 0..1 float TIFF used to switch the scale to 0..255, turning the whole
+    image black for the classifiers (and NaN cast with a RuntimeWarning)."""
+    values = np.linspace(0, 1, 40 * 50, dtype=np.float32).reshape(40, 50)
+    hostile = values.copy()
+    hostile[0, :5], hostile[0, 5:10] = np.nan, np.inf
+    clean = load_image(_png(Image.fromarray(values), format="TIFF"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_image(_png(Image.fromarray(hostile), format="TIFF"))
+    assert np.array_equal(loaded[1:], clean[1:])
+    assert (loaded[0, :5] == 0).all() and (loaded[0, 5:10] == 255).all()

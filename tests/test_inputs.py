@@ -54,3 +54,35 @@ def test_hashing_and_read_errors(tmp_path):
     with pytest.raises(OSError) as info:
         hash_file(tmp_path / "nope.png")
     assert read_error("nope.png", info.value) == "nope.png: no such file; check the path"
+
+
+def test_the_output_folder_is_never_walked_for_inputs(tmp_path):
+    """An --out inside the scanned folder used to hand a rerun the earlier run's outputs (safe.png
+    files, report thumbnails) as inputs; --out equal to the folder scanned its own outputs too."""
+    (tmp_path / "photo.png").write_bytes(b"x")
+    (tmp_path / "res" / "assets").mkdir(parents=True)
+    for name in ("photo-1234abcd.safe.png", "assets/photo-1234abcd.blurred.jpg"):
+        (tmp_path / "res" / name).write_bytes(b"x")
+    files, errors = expand_inputs([str(tmp_path)], exclude=tmp_path / "res")
+    assert [p.name for p in files] == ["photo.png"] and not errors
+    files, errors = expand_inputs([str(tmp_path / "**" / "*.png")], exclude=tmp_path / "res")
+    assert [p.name for p in files] == ["photo.png"]
+    for out in (tmp_path, tmp_path.parent):  # the folder is the output folder, or inside it
+        files, errors = expand_inputs([str(tmp_path)], exclude=out)
+        assert not files and "output folder" in errors[0][1]
+    paths, errors = list_inputs([str(tmp_path)], exclude=tmp_path / "res")
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["photo.png"]
+    files, _ = expand_inputs([str(tmp_path / "res" / "photo-1234abcd.safe.png")], exclude=tmp_path / "res")
+    assert len(files) == 1  # a file named explicitly is kept
+
+
+def test_broken_and_looping_links_in_a_folder_are_errors(tmp_path):
+    """They used to be left out silently: the image was never scanned and nothing said so."""
+    (tmp_path / "ok.png").write_bytes(b"x")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "missing.png")
+    (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")
+    (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
+    files, errors = expand_inputs([str(tmp_path)])
+    assert [p.name for p in files] == ["ok.png"]
+    assert sorted(item.rsplit("/", 1)[1] for item, _ in errors) == ["a.jpg", "b.jpg", "gone.png"]
+    assert all("symbolic link" in message for _, message in errors)

@@ -34,3 +34,29 @@ def test_a_run_resolves_its_inputs_once_not_once_per_image(red_classifier, red_s
     assert len(stores) == 1
     lines = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert [line["verdict"] for line in lines] == ["unsafe", "safe", "unsafe"]
+
+
+def test_same_name_and_bytes_in_two_folders_keep_their_own_files(red_classifier, red_scene, tmp_path):
+    """a/x.png and b/x.png with the same bytes used to share the key ``x-<sha8>``: b's JSON and
+    output overwrote a's, whose record then named a file describing another input."""
+    files = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        files.append(tmp_path / folder / "x.png")
+        Image.fromarray(red_scene[0]).save(files[-1])
+    guard = Safeguard([red_classifier], attributes=())
+    with ScanRun(tmp_path / "out") as run:
+        todo = run.todo(files)
+        records = [run.record(p, r) for p, r in zip(todo, guard.scan_many([str(p) for p in todo]))]
+    jsons = [r["outputs"]["json"] for r in records]
+    assert len(set(jsons)) == 2 and len({r["outputs"]["obfuscated"] for r in records}) == 2
+    for path, location in zip(files, jsons):
+        assert json.loads(open(location).read())["input"]["path"] == str(path)
+    with ScanRun(tmp_path / "out", resume=True) as run:  # a resumed run knows the keys already taken
+        third = tmp_path / "c" / "x.png"
+        third.parent.mkdir()
+        third.write_bytes(files[0].read_bytes())
+        todo = run.todo([*files, third])
+        assert todo == [third]
+        record = run.record(third, guard.scan(str(third)))
+    assert record["outputs"]["json"] not in jsons

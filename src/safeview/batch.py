@@ -385,7 +385,7 @@ def run_batch(
     start = time.perf_counter()
     from .inputs import list_inputs
 
-    paths, input_errors = list_inputs(inputs)
+    paths, input_errors = list_inputs(inputs, exclude=out)
     if not paths:
         detail = "; ".join(f"{item}: {message}" for item, message in input_errors) or "no inputs given"
         raise SafeViewError(f"no images to scan ({detail})")

@@ -9,11 +9,13 @@ import inspect
 import json
 import logging
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape as rich_escape
 
 from . import __version__
 from .inputs import expand_inputs
@@ -52,9 +54,22 @@ def main(
     console.quiet = quiet
 
 
+def one_line(text: str) -> str:
+    """``text`` (a path, or a message naming one) with its control characters written as escapes
+    (a newline as ``\\n``, a terminal escape as ``\\x1b``), so that a hostile file name can neither
+    split a result or error line in two nor drive the terminal."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) == "Cc" else c for c in text)
+
+
+def plain(text: str) -> str:
+    """``text`` as :func:`one_line`, with Rich markup escaped: a file named ``[bold]x.png`` prints
+    as it is, and one whose path holds ``[/x]`` does not stop the run with a MarkupError."""
+    return rich_escape(one_line(text))
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error and exit non-zero (the error is printed even with --quiet)."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {plain(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -208,13 +223,13 @@ def scan(
             regions = ProtectFile(protect.expanduser())
         except ProtectError as exc:
             fail(str(exc))
-    files, errors = expand_inputs(paths)
+    files, errors = expand_inputs(paths, exclude=out.expanduser())
     if not files:
         for item, message in errors:
-            console.print(f"[red]error:[/] {item}: {message}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/] {plain(f'{item}: {message}')}", highlight=False, soft_wrap=True)
         fail("no images to scan")
     if regions is not None and (unused := regions.unused(files)):
-        console.print(f"[yellow]warning:[/] {protect}: no input matches {', '.join(unused)}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {plain(f'{protect}: no input matches ' + ', '.join(unused))}", highlight=False, soft_wrap=True)
     try:
         run = ScanRun(out.expanduser(), force=force, resume=resume)
     except ValueError as exc:
@@ -238,11 +253,11 @@ def scan(
         if json_out:
             sys.stdout.write(json.dumps(record) + "\n")
         elif "error" in record:
-            console.print(f"[red]error:[/] {record['error']}", highlight=False, soft_wrap=True)
-            sys.stdout.write(f"error\t{path}\n")
+            console.print(f"[red]error:[/] {plain(record['error'])}", highlight=False, soft_wrap=True)
+            sys.stdout.write(f"error\t{one_line(path)}\n")
         else:  # one verdict line per image on stdout, for grep and scripts; the rest goes to stderr
             status = "" if record["verdict"] == "safe" else f" {(record['output_status'] or 'not verified').replace(' ', '-')}"
-            sys.stdout.write(f"{record['verdict']}{status}\t{path}\n")
+            sys.stdout.write(f"{record['verdict']}{status}\t{one_line(path)}\n")
         sys.stdout.flush()
 
     with run:
@@ -266,7 +281,7 @@ def scan(
         report = run.finish(models)
     counts = run.counts()
     console.print(
-        f"{counts['scanned']} scanned, {counts['unsafe']} unsafe, {counts['failed']} failed. Report: {report}", highlight=False, soft_wrap=True
+        f"{counts['scanned']} scanned, {counts['unsafe']} unsafe, {counts['failed']} failed. Report: {plain(str(report))}", highlight=False, soft_wrap=True
     )
     # exit codes, as virus scanners have them: 2 if anything failed, else 1 if anything is unsafe, else 0
     if counts["failed"]:
@@ -311,7 +326,7 @@ def _image_progress(total: int, *, disable: bool = False):
         task = bar.add_task("scanning", total=total)
 
         def advance(path: Path) -> None:
-            bar.update(task, advance=1, description=f"scanned {path.name[:40]}")
+            bar.update(task, advance=1, description=f"scanned {plain(path.name[:40])}")
 
         yield advance
 
@@ -846,7 +861,7 @@ def batch(
 ) -> None:
     """Scan many images (resumable; results keyed by sha256) into a Parquet table and a summary.
 
-    Prints the summary as JSON on stdout; progress goes to stderr. Exit code: 2 if any image failed, else 1 if any image is unsafe, else 0.
+    Prints the summary as JSON on stdout; progress goes to stderr. Inputs that name no image are errors on stderr too. Exit code: 2 if any input or image failed, else 1 if any image is unsafe, else 0.
     """
     from .batch import RichProgress, run_batch
     from .errors import SafeViewError
@@ -862,7 +877,9 @@ def batch(
     except KeyboardInterrupt:
         fail(f"interrupted; what was written is kept: rerun the same command to resume into {out}", 130)
     typer.echo(json.dumps(summary, indent=2))
-    if summary["failed"]:
+    for entry in summary["input_errors"]:  # an item that named no image is a failure too, as in `scan`
+        console.print(f"[red]error:[/] {plain(entry['input'] + ': ' + entry['error'])}", highlight=False, soft_wrap=True)
+    if summary["failed"] or summary["input_errors"]:
         raise typer.Exit(2)
     if summary["verdicts"].get("unsafe"):
         raise typer.Exit(1)

@@ -100,10 +100,10 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
         peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         gray = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
-    elif mode == "F":
+    elif mode == "F":  # the scale is read from the finite pixels: one NaN or inf must not turn a 0..1 image black
         arr = np.asarray(img, dtype=np.float64)
-        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
-        gray = np.clip(np.round(arr * scale), 0, 255).astype(np.uint8)
+        scale = 255.0 if arr.max(where=np.isfinite(arr), initial=0) <= 1.0 else 1.0
+        gray = np.clip(np.round(np.nan_to_num(arr * scale, nan=0.0, posinf=255.0, neginf=0.0)), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         img = img.convert("RGBA")

@@ -18,8 +18,13 @@ from .errors import SafeViewError
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
 
 
-def expand_inputs(items: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (recursive, image suffixes only) and globs -> (files, [(item, error)])."""
+def expand_inputs(items: list[str], *, exclude: str | os.PathLike | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files, folders (recursive, image suffixes only) and globs -> (files, [(item, error)]).
+
+    ``exclude`` is the run's output folder: folders and globs never yield a file inside it, and a
+    folder that is it (or inside it) is an error, so a rerun cannot scan an earlier run's outputs
+    as inputs; a file named explicitly is kept wherever it is. In a folder, an image name that is
+    a broken or looping symbolic link is an error rather than silently left out."""
     from .images import IMAGE_SUFFIXES
 
     files: list[Path] = []
@@ -27,19 +32,35 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
+            if _inside(path, exclude):
+                errors.append((item, f"is the output folder {exclude} or inside it; choose an --out outside the folders you scan"))
+                continue
+            entries = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            dangling = [p for p in entries if p.is_symlink() and not p.exists()]
+            found = [p for p in entries if p.is_file()]
+            if _inside(exclude, path):  # the output folder is in this one: leave its files out
+                found = [p for p in found if not _inside(p, exclude)]
+            errors.extend((str(p), "broken or looping symbolic link; fix or remove it") for p in dangling)
+            if not found and not dangling:
                 errors.append((item, "folder holds no image files (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")"))
             files.extend(found)
         elif path.exists():
             files.append(path)
         else:
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file() and not _inside(m, exclude))
             if not matches:
                 errors.append((item, "no such file, folder or matching glob"))
             files.extend(matches)
     unique = list(dict.fromkeys(p.resolve() for p in files))
     return unique, errors
+
+
+def _inside(path: str | os.PathLike | None, folder: str | os.PathLike | None) -> bool:
+    """Whether ``path`` is ``folder`` or inside it, symbolic links resolved (False if either is None)."""
+    if path is None or folder is None:
+        return False
+    path, folder = Path(path).expanduser().resolve(), Path(folder).expanduser().resolve()
+    return path == folder or folder in path.parents
 
 
 def read_manifest(path: str | os.PathLike, columns: Sequence[str] = ("path",)) -> list[dict[str, str]]:
@@ -91,9 +112,12 @@ def read_manifest(path: str | os.PathLike, columns: Sequence[str] = ("path",)) -
     return rows
 
 
-def list_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[str], list[tuple[str, str]]]:
+def list_inputs(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike], *, exclude: str | os.PathLike | None = None
+) -> tuple[list[str], list[tuple[str, str]]]:
     """Folders (recursive), globs, image files and manifests -> (paths in order, [(item, error)]).
-    Paths a manifest names are kept even when missing: they become error rows."""
+    Paths a manifest names are kept even when missing: they become error rows. ``exclude``: the
+    output folder, as in :func:`expand_inputs`."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths: list[str] = []
     errors: list[tuple[str, str]] = []
@@ -101,7 +125,7 @@ def list_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
         if Path(item).is_file() and Path(item).suffix.lower() in MANIFEST_SUFFIXES:
             paths.extend(str(Path(row["path"]).absolute()) for row in read_manifest(item))
         else:
-            files, item_errors = expand_inputs([item])
+            files, item_errors = expand_inputs([item], exclude=exclude)
             paths.extend(map(str, files))
             errors.extend(item_errors)
     return list(dict.fromkeys(paths)), errors

@@ -115,6 +115,7 @@ class ScanRun:
             self._remove_earlier()
         self.inputs: set[Path] = set()
         self._store: FolderStore | None = None  # one per run: it resolves the inputs once, not per image
+        self._keys: dict[str, str] = {}  # file-name key -> the input path whose files it names
         self._handle: io.TextIOWrapper | None = None
 
     def _remove_earlier(self) -> None:
@@ -151,6 +152,8 @@ class ScanRun:
 
         self.inputs = {p.resolve() for p in files}
         self._store = None
+        self._keys = {Path(r["outputs"]["json"]).name.removesuffix(".json"): r["input"]["path"]
+                      for r in self.records if "json" in r.get("outputs", {})}
         done = {(r["input"]["path"], r["input"]["sha256"]) for r in self.records if "verdict" in r}
         done_paths = {path for path, _ in done}
         return [p for p in files if str(p) not in done_paths or (str(p), _sha_or_none(file_sha256, p)) not in done]
@@ -176,10 +179,21 @@ class ScanRun:
                 raise outcome
             if self._store is None:
                 self._store = FolderStore(self.out, self.inputs)
-            written = write_scan(outcome, self._store, f"{path.stem}-{outcome.input.sha256[:8]}", originals=originals)
+            written = write_scan(outcome, self._store, self._key(path, outcome.input.sha256), originals=originals)
             return self._append(json.loads(written.model_dump_json()))
         except Exception as exc:  # noqa: BLE001 - one policy: every failure is a record, none stops the run
             return self.record_error(str(path), **error_record(str(path), exc))
+
+    def _key(self, path: Path, sha256: str) -> str:
+        """The names of ``path``'s files: ``<stem>-<sha8>``, with ``-2``, ``-3``, … when another
+        input of this run (or of the run it resumes) already has that key (the same name and bytes
+        in two folders), so one image's files never overwrite another's."""
+        key = base = f"{path.stem}-{sha256[:8]}"
+        count = 1
+        while self._keys.setdefault(key, str(path)) != str(path):
+            count += 1
+            key = f"{base}-{count}"
+        return key
 
     def latest(self) -> list[dict]:
         """The latest record of every input, in the order first recorded."""
