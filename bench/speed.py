@@ -21,7 +21,9 @@ for timing, and the demo model ``demo-sexual`` (trained, a small CNN at 128² in
 is meaningful. Images are benign scikit-image sample photos with a drawn stand-in (``safeview.synth``,
 held-out seeds), the first each model flags (``safeview scan`` runs CSE on those alone), all methods
 interleaved image by image so that the machine's load falls on all of them alike. The search starts
-from the class the model predicts and stops when another class exceeds 0.5.
+from the class the model predicts and stops when another class exceeds 0.5. Hide mode's found %
+counts outputs that reach its margin and pass verification, so the reference's search is also run
+on, untimed, to that criterion (its margin, then the same verification) for a like-for-like count.
 
     .venv/bin/python bench/speed.py --threads 2 --images 4 --demo-images 12 --lime-images 1 --sedc-images 1 \
         --ablation-images 1 --out bench/results/speed.md
@@ -64,6 +66,7 @@ from safeview.pipeline import Safeguard  # noqa: E402
 from safeview.runtime import TorchRuntime  # noqa: E402
 from safeview.synth import make_sample  # noqa: E402
 from safeview.threads import set_threads  # noqa: E402
+from safeview.verify import verify  # noqa: E402
 
 THRESHOLD = 0.5
 MAX_REGIONS = 10
@@ -151,7 +154,12 @@ def clock() -> float:
 
 def reference_stack(clf: Classifier, image: np.ndarray, source: int, obfuscator: Obfuscator) -> dict:
     """pytorch-grad-cam FullGrad + scikit-image SLIC + a sequential greedy search (one forward per
-    step, no pruning) + obfuscation (the whole image when nothing flips)."""
+    step, no pruning) + obfuscation (the whole image when nothing flips).
+
+    After the timed part, the same sequential search goes on, untimed, to hide mode's stop (the
+    unsafe probability at most ``CSEConfig().stop_level``) within hide's budget of regions:
+    ``margin_found`` says whether the reference reaches hide's stop level, ``margin_verified`` whether
+    that output also passes hide's verification: the criterion hide mode's found % counts."""
     from skimage.segmentation import slic
 
     flipped = default_flip_rule(source, THRESHOLD)
@@ -160,9 +168,9 @@ def reference_stack(clf: Classifier, image: np.ndarray, source: int, obfuscator:
     t1 = clock()
     labels = slic(image, n_segments=25, compactness=1.0, start_label=0)
     t2 = clock()
-    order = rank_regions(region_scores(attribution, labels))[:MAX_REGIONS]
+    ranked = rank_regions(region_scores(attribution, labels))
     mask, found, queries, depth, output = np.zeros(labels.shape, bool), False, 0, 0, None
-    for depth, region in enumerate(order, start=1):
+    for depth, region in enumerate(ranked[:MAX_REGIONS], start=1):
         mask = mask | (labels == region)
         candidate = obfuscator(image, mask)
         queries += 1
@@ -172,10 +180,30 @@ def reference_stack(clf: Classifier, image: np.ndarray, source: int, obfuscator:
     if not found:
         output = obfuscator(image, np.ones(labels.shape, bool))
     t3 = clock()
+    margin_depth, margin_verified = reference_at_margin(clf, image, labels, ranked, obfuscator)
     return {
         "seconds": {"attribute": t1 - t0, "segment": t2 - t1, "search": t3 - t2, "total": t3 - t0},
         "found": found, "depth": depth if found else None, "queries": queries, "regions": int(labels.max()) + 1,
+        "margin_found": margin_depth is not None, "margin_depth": margin_depth, "margin_verified": margin_verified,
     }
+
+
+def reference_at_margin(clf: Classifier, image: np.ndarray, labels: np.ndarray, ranked: np.ndarray, obfuscator: Obfuscator) -> tuple[int | None, bool]:
+    """The reference's sequential search run to hide mode's stop instead of the flip: the first
+    prefix of ``ranked`` (at most hide's default budget) whose obfuscation brings the unsafe
+    probability to hide's stop level or below (None if none does), and whether that output passes
+    the verification hide mode's outputs must pass (``safeview.verify.verify``: the output and its
+    re-upload copies, hide's margin)."""
+    hide = CSEConfig()
+    unsafe = list(clf.unsafe_indices)
+    mask = np.zeros(labels.shape, bool)
+    for depth, region in enumerate(ranked[: hide.max_regions], start=1):
+        mask = mask | (labels == region)
+        output = obfuscator(image, mask)
+        if clf.predict_proba(output[None])[0][unsafe].sum() <= hide.stop_level:
+            checked = verify([clf], output, threshold=hide.threshold, margin=hide.margin, perturbations=hide.perturbations)
+            return depth, checked.passed
+    return None, False
 
 
 def safeview_stack(
@@ -348,11 +376,17 @@ def model_section(result: dict, targets: bool) -> list[str]:
             f"| {mean_of(rs, 'depth', '.2f')} | {mean_of(rs, 'queries')} |"
         )
     ours = rows["safeview-bass"]
+    hide = CSEConfig()
     lines += [
         "",
         f"- Per stage, reference ÷ SafeView (BASS), per-image ratios: FullGrad {spread(ratios(ref, ours, 'attribute'), '.1f', '×')}, "
         f"segmentation (SLIC ÷ BASS) {spread(ratios(ref, ours, 'segment'), '.2f', '×')}, "
         f"search + obfuscation {spread(ratios(ref, ours, 'search'), '.2f', '×')}, total {spread(ratios(ref, ours, 'total'), '.1f', '×')}.",
+        f"- Found at hide mode's criterion (unsafe probability ≤ {hide.stop_level:.2f} within {hide.max_regions} regions): the "
+        f"reference's sequential search run on past its flip, untimed, reaches it on {found([{'found': r['margin_found']} for r in ref])} "
+        f"(mean depth {mean_of([{'d': r['margin_depth']} for r in ref], 'd', '.2f')}), and that output passes hide's verification "
+        f"(the output and its re-upload copies) on {found([{'found': r['margin_verified']} for r in ref])}; SafeView's leak-free "
+        f"default, verified: {found(ours)}.",
     ]
     for key in ("lime", "sedc"):
         if rows[key]:
