@@ -106,6 +106,21 @@ def test_pixel_limit_and_bomb(tmp_path):
     assert load_image(path).shape == (3000, 3000, 3)
 
 
+def test_our_pixel_limit_decides_below_pillows_hard_limit(tmp_path, monkeypatch):
+    """Pillow warns of a bomb at MAX_IMAGE_PIXELS and refuses at twice that: between the two,
+    ``max_pixels`` decides (a raised --max-pixels must work); above, the error says that no
+    SafeView option lifts Pillow's limit instead of advising --max-pixels."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    Image.new("L", (1200, 1200)).save(tmp_path / "warned.png")
+    Image.new("L", (1500, 1500)).save(tmp_path / "refused.png")
+    assert load_image(tmp_path / "warned.png", max_pixels=5_000_000).shape == (1200, 1200, 3)
+    with pytest.raises(ImageError, match="warned.png: .*exceeds the 1 MP limit.*raise --max-pixels"):
+        load_image(tmp_path / "warned.png", max_pixels=1_000_000)
+    with pytest.raises(ImageError, match="refused.png: refused as a possible decompression bomb .*no SafeView option lifts") as raised:
+        load_image(tmp_path / "refused.png", max_pixels=5_000_000)
+    assert "--max-pixels" not in str(raised.value)
+
+
 def test_byte_limit_empty_missing_and_folder(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(ImageError, match="empty file"):

@@ -175,7 +175,7 @@ def probe_image(
     data, name = _read(source, max_bytes)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limits below decide (_check_header)
             with Image.open(io.BytesIO(data)) as img:
                 width, height = _check_header(img, name, max_pixels, max_aspect, max_decoded_bytes)
                 return ImageHeader(
@@ -190,14 +190,17 @@ def probe_image(
 
 #: what Pillow raises for a bomb, an unknown format or damaged data
 _DECODE_ERRORS = (
-    Image.DecompressionBombError, Image.DecompressionBombWarning, UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+    Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
 )
 
 
 def _decode_error(name: str, exc: BaseException) -> ImageError:
     """The one-line :class:`ImageError` of a Pillow failure (one of ``_DECODE_ERRORS``)."""
-    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return ImageError(f"{name}: refused as a possible decompression bomb ({exc}); raise --max-pixels if it is genuine")
+    if isinstance(exc, Image.DecompressionBombError):  # Pillow's own hard limit, twice its warning's, before any of ours
+        return ImageError(
+            f"{name}: refused as a possible decompression bomb ({exc}); that is Pillow's hard limit, which no "
+            f"SafeView option lifts: downscale the image"
+        )
     if isinstance(exc, UnidentifiedImageError):
         return ImageError(f"{name}: not a recognised image file; pass a JPEG, PNG, GIF, WebP, BMP or TIFF")
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -223,7 +226,7 @@ def load_image_info(
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limits below decide (_check_header)
             img = Image.open(io.BytesIO(data))
             _check_header(img, name, max_pixels, max_aspect, max_decoded_bytes)
             frames = int(getattr(img, "n_frames", 1) or 1)
