@@ -170,3 +170,19 @@ def test_float_image_with_nan_or_inf_keeps_its_scale():
         loaded = load_image(_png(Image.fromarray(hostile), format="TIFF"))
     assert np.array_equal(loaded[1:], clean[1:])
     assert (loaded[0, :5] == 0).all() and (loaded[0, 5:10] == 255).all()
+
+
+def test_an_animation_samples_its_frames_evenly_and_keeps_those_before_damage(tmp_path):
+    """Up to FRAME_SAMPLE later frames, evenly spaced and the last included, each the first's size."""
+    from safeview.images import FRAME_SAMPLE, load_image_info
+
+    frames = [Image.new("RGB", (8, 8), (i, 0, 0)) for i in range(40)]
+    frames[0].save(tmp_path / "long.png", save_all=True, append_images=frames[1:])
+    loaded = load_image_info(tmp_path / "long.png")
+    indices = [i for i, _ in loaded.samples]
+    assert loaded.frames == 40 and len(indices) == FRAME_SAMPLE and indices[-1] == 39 and 0 not in indices
+    assert all(array[0, 0, 0] == i for i, array in loaded.samples)
+    data = (tmp_path / "long.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) * 2 // 3])
+    cut = load_image_info(tmp_path / "cut.png")
+    assert cut.array[0, 0, 0] == 0 and 0 < len(cut.samples) < FRAME_SAMPLE  # the frames before the damage

@@ -424,3 +424,23 @@ def test_the_obfuscated_frame_is_computed_once_per_image(red_classifier, red_sce
     big = np.kron(red_scene[0], np.ones((12, 12, 1), np.uint8))  # above the working side: CSE on a copy
     result = Safeguard([red_classifier]).scan(big)
     assert result.obfuscated_safe and len(calls) == 2  # the working copy's frame, then the original's
+
+
+def test_content_only_in_a_later_frame_of_an_animation_is_not_passed_as_safe(red_classifier, red_scene, photo, tmp_path):
+    """An animated image whose first frame is benign and whose fifth shows the content: the models
+    classify its sampled frames, and the scan's verdict, CSE and output are the most unsafe frame's."""
+    from PIL import Image
+
+    image, truth = red_scene
+    benign = [Image.fromarray(np.roll(photo, 2 * i, axis=1)) for i in range(7)]  # distinct, or the writer merges them
+    frames = [*benign[:4], Image.fromarray(image), *benign[4:]]
+    path = tmp_path / "anim.png"  # APNG: lossless frames, so the red square stays saturated
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    result = Safeguard([red_classifier]).scan(path)
+    assert result.input.frames == 8 and result.input.frames_checked == 8
+    assert result.input.frame == 4 and result.verdict == "unsafe"
+    assert result.mask.to_mask()[truth].mean() > 0.9
+    still = tmp_path / "still.png"
+    Image.fromarray(photo).save(still)
+    plain = Safeguard([red_classifier]).scan(still)
+    assert plain.verdict == "safe" and plain.input.frame == 0 and plain.input.frames_checked == 1

@@ -14,7 +14,7 @@ import hashlib
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +46,11 @@ class LoadedImage:
     sha256: str
     format: str
     mode: str  # the original Pillow mode before conversion
-    frames: int  # > 1 for animated images; only the first frame is decoded
+    frames: int  # > 1 for animated images (see ``samples``)
     source: str  # file path, or "<bytes>"
+    frame: int = 0  # the frame ``array`` holds
+    #: an animated image's other sampled frames (index, H×W×3 uint8), evenly spaced (:data:`FRAME_SAMPLE`)
+    samples: tuple[tuple[int, np.ndarray], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def animated(self) -> bool:
@@ -235,13 +238,45 @@ def load_image_info(
             original_mode = img.mode
             fmt = img.format or "unknown"
             img.load()
-            img = ImageOps.exif_transpose(img)
-            array = _to_rgb(img, background)
+            array = _to_rgb(ImageOps.exif_transpose(img), background)
+            samples = _sampled_frames(img, frames, array.shape, max_decoded_bytes - array.nbytes, background)
     except ImageError:
         raise
     except _DECODE_ERRORS as exc:
         raise _decode_error(name, exc) from None
-    return LoadedImage(array=array, sha256=sha256, format=fmt, mode=original_mode, frames=frames, source=name)
+    return LoadedImage(array=array, sha256=sha256, format=fmt, mode=original_mode, frames=frames, source=name, samples=samples)
+
+
+#: frames of an animated image decoded besides the first, evenly spaced up to the last: the models
+#: classify them all and the scan runs on the one they find most unsafe, so content that appears
+#: only in a later frame is not passed as safe on the strength of the first
+FRAME_SAMPLE = 15
+
+
+def _sampled_frames(
+    img: Image.Image, frames: int, shape: tuple[int, ...], budget: int, background: tuple[int, int, int]
+) -> tuple[tuple[int, np.ndarray], ...]:
+    """Up to :data:`FRAME_SAMPLE` later frames of ``img`` as (index, RGB array) of the first frame's
+    ``shape``, within ``budget`` decoded bytes; sampling stops at a frame that fails to decode (a
+    truncated animation keeps the frames before it) or does not match the first frame's size."""
+    if frames < 2:
+        return ()
+    wanted = np.unique(np.linspace(0, frames - 1, min(frames, FRAME_SAMPLE + 1)).round().astype(int))[1:]
+    samples: list[tuple[int, np.ndarray]] = []
+    for index in wanted:
+        if budget < int(np.prod(shape)):
+            break
+        try:
+            img.seek(int(index))
+            img.load()
+            frame = _to_rgb(ImageOps.exif_transpose(img), background)
+        except _DECODE_ERRORS:
+            break
+        if frame.shape != tuple(shape):
+            break
+        samples.append((int(index), frame))
+        budget -= frame.nbytes
+    return tuple(samples)
 
 
 def load_image(source: str | os.PathLike | bytes, **limits) -> np.ndarray:

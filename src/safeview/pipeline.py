@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -148,9 +148,10 @@ class Safeguard:
                     raise
                 loaded.append(exc)
             load_seconds.append(time.perf_counter() - t)
-        ok = [item for item in loaded if isinstance(item, LoadedImage)]
         with remembered(self.classifiers):  # no input is forwarded twice by the same model within these scans
             t = time.perf_counter()
+            loaded = [self._most_unsafe_frame(item) if isinstance(item, LoadedImage) else item for item in loaded]
+            ok = [item for item in loaded if isinstance(item, LoadedImage)]
             categories = iter(self._classify([item.array for item in ok]))
             classify_share = (time.perf_counter() - t) / max(1, len(ok))
             for item, seconds, regions in zip(loaded, load_seconds, protect or [None] * len(loaded)):
@@ -164,6 +165,22 @@ class Safeguard:
                         raise
                     log.debug("%s: scan failed", item.source, exc_info=True)
                     yield exc
+
+    def _most_unsafe_frame(self, loaded: LoadedImage) -> LoadedImage:
+        """An animated image as the frame of its sampled ones (``LoadedImage.samples``, the first
+        included) that the models find most unsafe: the scan's verdict, CSE and output are that
+        frame's, so content shown only in a later frame is not passed as safe on the first."""
+        if not loaded.samples:
+            return loaded
+        frames = [loaded.array, *(array for _, array in loaded.samples)]
+        worst = np.zeros(len(frames))
+        for clf in self.classifiers:
+            worst = np.maximum(worst, clf.unsafe_probability(clf.predict_proba(frames)))
+        k = int(np.argmax(worst))  # ties keep the first frame
+        if k == 0:
+            return loaded
+        index, array = loaded.samples[k - 1]
+        return replace(loaded, array=array, frame=index)
 
     def _classify(self, images: list[np.ndarray]) -> list[list[CategoryResult]]:
         """Every model's verdict on every image, one batched forward per model."""
@@ -342,6 +359,8 @@ class Safeguard:
                 format=loaded.format,
                 mode=loaded.mode,
                 frames=loaded.frames,
+                frame=loaded.frame,
+                frames_checked=1 + len(loaded.samples),
             ),
             verdict=verdict,
             attributes=AttributeReportModel.from_report(found) if found is not None else None,

@@ -75,7 +75,9 @@ class InputInfo(BaseModel):
     height: int
     format: str | None = None
     mode: str | None = Field(None, description="the original Pillow mode, before conversion to RGB")
-    frames: int = Field(1, description="> 1 for animated images; only the first frame is scanned")
+    frames: int = Field(1, description="> 1 for animated images")
+    frame: int = Field(0, description="the frame scanned (0-based): the first, or of an animated image's sampled frames the one the models found most unsafe")
+    frames_checked: int = Field(1, description="frames the models classified: an animated image's first and up to 15 more, evenly spaced")
 
 
 class CategoryResult(BaseModel):
