@@ -440,6 +440,11 @@ def test_content_only_in_a_later_frame_of_an_animation_is_not_passed_as_safe(red
     assert result.input.frames == 8 and result.input.frames_checked == 8
     assert result.input.frame == 4 and result.verdict == "unsafe"
     assert result.mask.to_mask()[truth].mean() > 0.9
+    from safeview.report import report_assets, write_report
+
+    record = json.loads(result.model_dump_json())
+    page = write_report([{"result": record, "assets": report_assets(record, tmp_path)}], tmp_path / "report.html").read_text()
+    assert "animated: frame 5 of 8 shown, the most unsafe of the 8 checked" in page
     still = tmp_path / "still.png"
     Image.fromarray(photo).save(still)
     plain = Safeguard([red_classifier]).scan(still)
