@@ -359,3 +359,21 @@ def test_out_equal_to_or_inside_the_scanned_folder(two_images, tmp_path):
     same = runner.invoke(app, ["scan", str(root), "--out", str(root), *FAST])
     assert same.exit_code == 2 and "is the output folder" in same.output
     assert {p.name: sha(p) for p in root.iterdir() if p.is_file()} == before
+
+
+def test_scan_image_limits_are_options_and_their_errors_name_them(tmp_path):
+    """An image over the aspect or decoded-size limit is refused with a line that names the option
+    which lifts the limit, and scan has that option (serve shares it)."""
+    from safeview.synth import make_background
+
+    wide = tmp_path / "inputs" / "wide.png"
+    wide.parent.mkdir()
+    Image.fromarray(np.tile(make_background(seed=3, size=400), (1, 3, 1))[:, :1100]).save(wide)  # 1100×400 RGB, 1.26 MiB
+    for option, value, says in (("--max-decoded-mb", "1", "raise --max-decoded-mb"), ("--max-aspect", "2", "raise --max-aspect")):
+        out = tmp_path / f"out{option}"
+        result = runner.invoke(app, ["scan", str(wide), "--out", str(out), "--models", "demo", "--attributes", "none", option, value])
+        assert result.exit_code == 2, result.output
+        assert "wide.png" in result.output and says in result.output, result.output
+    result = runner.invoke(app, ["scan", str(wide), "--out", str(tmp_path / "ok"), "--models", "demo", "--attributes", "none",
+                                 "--max-decoded-mb", "2", "--max-aspect", "3"])
+    assert result.exit_code in (0, 1) and "error:" not in result.output, result.output

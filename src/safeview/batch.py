@@ -86,11 +86,11 @@ def _hash_file(path: str) -> tuple[str | None, int | None, str | None]:
 # -- scanning (runs in local worker processes and in Ray actors alike) ---------------------------
 
 
-def _load_checked(path: str, sha256: str, max_pixels: int):
+def _load_checked(path: str, sha256: str, limits: dict[str, Any]):
     """Decode ``path`` and check it still has the bytes the batch listed."""
     from .images import load_image_info
 
-    loaded = load_image_info(path, max_pixels=max_pixels)
+    loaded = load_image_info(path, **limits)
     if loaded.sha256 != sha256:
         raise ImageError(f"{path}: changed while the batch ran (its sha256 differs); run the batch again")
     return loaded
@@ -128,7 +128,7 @@ def scan_chunk(guard, items: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     for sha256, path in items:
         entries.append({**dict.fromkeys(SCAN_FIELDS), "sha256": sha256, "path": path})
         try:
-            loaded.append(_load_checked(path, sha256, guard.scan_config.max_pixels))
+            loaded.append(_load_checked(path, sha256, guard.scan_config.image_limits))
         except Exception as exc:  # noqa: BLE001 - recorded in the entry
             entries[-1].update(error_record(path, exc))
             loaded.append(None)

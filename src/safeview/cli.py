@@ -130,6 +130,8 @@ SCAN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "attributes": (str, typer.Option("ocr,offensive", help="Attribute detectors run on flagged images, comma-separated (ocr, offensive; 'none' for none): they ground the rationale in what they saw and give verification a second opinion (readable offensive text fails an output). Needs the 'attributes' extra; a detector not installed is reported as not checked.")),
     "protect_faces": (bool, typer.Option(False, "--protect-faces", help="Protect the faces the built-in detector (scikit-image's LBP cascade) finds on flagged images: they stay bit-identical unless the content cannot be hidden otherwise, and the result lists them.")),
     "max_pixels": (int, typer.Option(40_000_000, help="Refuse images with more pixels than this (decompression-bomb guard).")),
+    "max_aspect": (float, typer.Option(32.0, help="Refuse images more elongated than this: long side / short side.")),
+    "max_decoded_mb": (int, typer.Option(256, help="Refuse images whose first frame decodes to more MiB than this (width × height × bytes per pixel); an animated image's sampled frames share the same budget.")),
     "working_side": (int, typer.Option(1024, help="Longest side CSE searches on: larger images are searched on a scaled copy and the mask mapped back to full resolution, where the output is obfuscated and verified (0: always full resolution).")),
     "rationale": (Backend, typer.Option("evidence", help="Rationale backend: evidence (no weights), instructblip (--vlm), openai (--vlm-url, --vlm-model).")),
     "vlm": (Optional[Path], typer.Option(None, help="Local ConditionalVLM (CIIT) checkpoint directory, for --rationale instructblip.")),
@@ -572,8 +574,6 @@ def serve(
     storage: Path = typer.Option(DEFAULT_STORAGE, help="Folder for originals (read-only, content-addressed) and outputs."),
     workers: int = typer.Option(1, help="Scanning worker processes (each loads the models once)."),
     max_bytes: int = typer.Option(20 * 1024 * 1024, help="Largest upload in bytes, enforced while the body streams (chunked too)."),
-    max_aspect: float = typer.Option(32.0, help="Largest aspect ratio, long side / short side."),
-    max_decoded_mb: int = typer.Option(256, help="Largest decoded first frame, MiB (width × height × bytes per pixel)."),
     job_timeout: float = typer.Option(600.0, help="Seconds a job may run; then it fails with that reason (no retry)."),
     job_memory_mb: int = typer.Option(4096, help="MiB of address space a worker may use per job beyond its models (0: no limit); then the job fails."),
     shutdown_grace: float = typer.Option(30.0, help="Seconds workers get on SIGTERM/SIGINT to finish the job in hand before it is handed back."),
@@ -601,8 +601,8 @@ def serve(
         fail("--workers must be 0 or more")
     try:
         config = ServiceConfig(
-            db_url=db, storage=storage, models=config.models, scan=config, max_bytes=max_bytes, max_pixels=config.max_pixels, max_aspect=max_aspect,
-            max_decoded_bytes=max_decoded_mb * 2**20, job_timeout_s=job_timeout, job_memory_mb=job_memory_mb,
+            db_url=db, storage=storage, models=config.models, scan=config, max_bytes=max_bytes, max_pixels=config.max_pixels, max_aspect=config.max_aspect,
+            max_decoded_bytes=config.max_decoded_bytes, job_timeout_s=job_timeout, job_memory_mb=job_memory_mb,
             workers=workers, shutdown_grace_s=shutdown_grace, rate_limit=rate_limit, max_attempts=max_attempts,
         )
         application = create_app(config)

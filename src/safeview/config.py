@@ -18,7 +18,7 @@ from .attributes import DEFAULT_DETECTORS as ATTRIBUTE_DETECTORS
 from .attributes import DETECTORS
 from .counterfactual import MODES, CSEConfig
 from .errors import SafeViewError
-from .images import WORKING_SIDE
+from .images import MAX_ASPECT, MAX_DECODED_BYTES, WORKING_SIDE
 
 FALLBACKS = ("full", "prefix", "none")
 DEFAULT_PERTURBATIONS: tuple[str, ...] = CSEConfig.perturbations
@@ -43,8 +43,9 @@ class ScanConfig(BaseModel):
     output can be verified (``full`` image, the search's ``prefix``, or ``none``; labelled not
     verified either way); ``rationale`` the explanation backend and ``rationale_options`` its
     settings; ``attributes`` the attribute detectors (:mod:`safeview.attributes`) run on flagged
-    images, for the rationale and as a second opinion on outputs (empty: none); ``max_pixels``
-    the decompression-bomb guard; ``working_side`` the longest side CSE
+    images, for the rationale and as a second opinion on outputs (empty: none); ``max_pixels``,
+    ``max_aspect`` and ``max_decoded_mb`` the decompression-bomb guards (pixels, long side / short
+    side, and MiB of the decoded first frame, which an animated image's sampled frames share); ``working_side`` the longest side CSE
     searches on (larger images are searched on a scaled copy and the mask mapped back to full
     resolution, where the output is obfuscated and verified; None: always full resolution); ``report_originals`` whether the HTML
     report may hold full-resolution originals (``none`` by default: blurred thumbnails only);
@@ -71,6 +72,8 @@ class ScanConfig(BaseModel):
     rationale_options: dict[str, Any] = Field(default_factory=dict)
     attributes: tuple[str, ...] = ATTRIBUTE_DETECTORS
     max_pixels: int = Field(40_000_000, gt=0)
+    max_aspect: float = Field(MAX_ASPECT, ge=1)
+    max_decoded_mb: int = Field(MAX_DECODED_BYTES // 2**20, gt=0)
     working_side: int | None = Field(WORKING_SIDE, ge=64)
     report_originals: Literal["none", "full"] = "none"
     protect_faces: bool = False
@@ -110,6 +113,15 @@ class ScanConfig(BaseModel):
         if missing:
             raise ValueError(f"the {self.rationale} rationale needs {', '.join(missing)}")
         return self
+
+    @property
+    def image_limits(self) -> dict[str, Any]:
+        """The limits :func:`safeview.images.load_image_info` checks an input against."""
+        return {"max_pixels": self.max_pixels, "max_aspect": self.max_aspect, "max_decoded_bytes": self.max_decoded_bytes}
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        return self.max_decoded_mb * 2**20
 
     @property
     def cse(self) -> CSEConfig:

@@ -153,13 +153,13 @@ def _check_header(
     if max(width, height) / min(width, height) > max_aspect:
         raise ImageError(
             f"{name}: {width}×{height} has an aspect ratio of {max(width, height) / min(width, height):.0f}:1, over the "
-            f"{max_aspect:g}:1 limit; crop it into pieces or raise the aspect limit"
+            f"{max_aspect:g}:1 limit; crop it into pieces or raise --max-aspect if it is genuine"
         )
     decoded = width * height * _bytes_per_pixel(img.mode)
     if decoded > max_decoded_bytes:
         raise ImageError(
             f"{name}: {width}×{height} {img.mode} decodes to {decoded / 2**20:.0f} MiB, over the "
-            f"{max_decoded_bytes / 2**20:.0f} MiB limit; downscale it or raise the decoded-size limit"
+            f"{max_decoded_bytes / 2**20:.0f} MiB limit; downscale it or raise --max-decoded-mb if it is genuine"
         )
     return width, height
 

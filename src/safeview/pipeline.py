@@ -142,7 +142,7 @@ class Safeguard:
         for source in sources:
             t = time.perf_counter()
             try:
-                loaded.append(_load(source, self.scan_config.max_pixels))
+                loaded.append(_load(source, self.scan_config))
             except Exception as exc:
                 if not return_exceptions:
                     raise
@@ -443,7 +443,7 @@ def _torch_version() -> str:
         return "unknown"
 
 
-def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage, max_pixels: int) -> LoadedImage:
+def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage, config: ScanConfig) -> LoadedImage:
     if isinstance(source, LoadedImage):
         return source
     if isinstance(source, np.ndarray):
@@ -451,4 +451,4 @@ def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage, max_pixe
 
         array = as_rgb_array(source)
         return LoadedImage(array, hashlib.sha256(array.tobytes()).hexdigest(), "array", "RGB", 1, "<array>")
-    return load_image_info(source, max_pixels=max_pixels)
+    return load_image_info(source, **config.image_limits)
