@@ -172,17 +172,29 @@ def test_float_image_with_nan_or_inf_keeps_its_scale():
     assert (loaded[0, :5] == 0).all() and (loaded[0, 5:10] == 255).all()
 
 
-def test_an_animation_samples_its_frames_evenly_and_keeps_those_before_damage(tmp_path):
-    """Up to FRAME_SAMPLE later frames, evenly spaced and the last included, each the first's size."""
+def test_an_animation_samples_its_frames_evenly_and_keeps_those_before_damage(tmp_path, monkeypatch):
+    """Up to FRAME_SAMPLE later frames, evenly spaced and the last included, each the first's size;
+    every frame of a short animation; ``frame_gap`` the longest run of frames left unchecked, the
+    frames past the decoding budget included."""
+    import safeview.images
     from safeview.images import FRAME_SAMPLE, load_image_info
 
-    frames = [Image.new("RGB", (8, 8), (i, 0, 0)) for i in range(40)]
+    frames = [Image.new("RGB", (8, 8), (i, 0, 0)) for i in range(100)]
     frames[0].save(tmp_path / "long.png", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "short.png", save_all=True, append_images=frames[1:40])
     loaded = load_image_info(tmp_path / "long.png")
     indices = [i for i, _ in loaded.samples]
-    assert loaded.frames == 40 and len(indices) == FRAME_SAMPLE and indices[-1] == 39 and 0 not in indices
+    assert loaded.frames == 100 and len(indices) == FRAME_SAMPLE and indices[-1] == 99 and 0 not in indices
     assert all(array[0, 0, 0] == i for i, array in loaded.samples)
+    assert loaded.frame_gap == 1  # 64 of 100 frames, evenly spaced
+    short = load_image_info(tmp_path / "short.png")
+    assert [i for i, _ in short.samples] == list(range(1, 40)) and short.frame_gap == 0
+    monkeypatch.setattr(safeview.images, "FRAME_DECODE_PIXELS", 8 * 8 * 30)  # frames 0..29 may be decoded
+    capped = load_image_info(tmp_path / "long.png")
+    assert [i for i, _ in capped.samples] == list(range(1, 30)) and capped.frame_gap == 70
     data = (tmp_path / "long.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) * 2 // 3])
+    monkeypatch.undo()
     cut = load_image_info(tmp_path / "cut.png")
     assert cut.array[0, 0, 0] == 0 and 0 < len(cut.samples) < FRAME_SAMPLE  # the frames before the damage
+    assert cut.frame_gap == 99 - max(i for i, _ in cut.samples)

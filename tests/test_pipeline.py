@@ -437,14 +437,14 @@ def test_content_only_in_a_later_frame_of_an_animation_is_not_passed_as_safe(red
     path = tmp_path / "anim.png"  # APNG: lossless frames, so the red square stays saturated
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
     result = Safeguard([red_classifier]).scan(path)
-    assert result.input.frames == 8 and result.input.frames_checked == 8
+    assert result.input.frames == 8 and result.input.frames_checked == 8 and result.input.frame_gap == 0
     assert result.input.frame == 4 and result.verdict == "unsafe"
     assert result.mask.to_mask()[truth].mean() > 0.9
     from safeview.report import report_assets, write_report
 
     record = json.loads(result.model_dump_json())
     page = write_report([{"result": record, "assets": report_assets(record, tmp_path)}], tmp_path / "report.html").read_text()
-    assert "animated: frame 5 of 8 shown, the most unsafe of the 8 checked" in page
+    assert "animated: frame 5 of 8 shown, the most unsafe of the 8 checked (every frame)" in page
     still = tmp_path / "still.png"
     Image.fromarray(photo).save(still)
     plain = Safeguard([red_classifier]).scan(still)

@@ -57,6 +57,14 @@ class LoadedImage:
         return self.frames > 1
 
     @property
+    def frame_gap(self) -> int:
+        """The longest run of consecutive frames of which none was decoded for the models (the first
+        frame always is, ``samples`` the others): 0 when every frame was; content shown for more
+        frames in a row than this cannot fall between the checked ones."""
+        checked = [0, *(index for index, _ in self.samples), self.frames]
+        return max(0, *(b - a - 1 for a, b in zip(checked, checked[1:])))
+
+    @property
     def height(self) -> int:
         return int(self.array.shape[0])
 
@@ -249,19 +257,29 @@ def load_image_info(
 
 #: frames of an animated image decoded besides the first, evenly spaced up to the last: the models
 #: classify them all and the scan runs on the one they find most unsafe, so content that appears
-#: only in a later frame is not passed as safe on the strength of the first
-FRAME_SAMPLE = 15
+#: only in a later frame is not passed as safe on the strength of the first. 63 covers every frame
+#: of an animation of up to 64 (most stickers and memes); in a longer one, content shown for more
+#: than ``frames / 63`` frames in a row is always seen (``LoadedImage.frame_gap`` says the bound)
+FRAME_SAMPLE = 63
+#: pixels an animation's frames may cost to decode in all (frame by frame, as formats that store
+#: differences between frames must be read; about 11 ms per megapixel here): frames past it are not
+#: sampled, so a file of thousands of large frames cannot stall a scan (``frame_gap`` counts them)
+FRAME_DECODE_PIXELS = 400_000_000
 
 
 def _sampled_frames(
     img: Image.Image, frames: int, shape: tuple[int, ...], budget: int, background: tuple[int, int, int]
 ) -> tuple[tuple[int, np.ndarray], ...]:
     """Up to :data:`FRAME_SAMPLE` later frames of ``img`` as (index, RGB array) of the first frame's
-    ``shape``, within ``budget`` decoded bytes; sampling stops at a frame that fails to decode (a
+    ``shape``, evenly spaced over those within :data:`FRAME_DECODE_PIXELS`, and within ``budget``
+    decoded bytes; sampling stops at a frame that fails to decode (a
     truncated animation keeps the frames before it) or does not match the first frame's size."""
     if frames < 2:
         return ()
-    wanted = np.unique(np.linspace(0, frames - 1, min(frames, FRAME_SAMPLE + 1)).round().astype(int))[1:]
+    reachable = min(frames, max(1, FRAME_DECODE_PIXELS // (shape[0] * shape[1])))  # decoding frame k reads those before it
+    if reachable < 2:
+        return ()
+    wanted = np.unique(np.linspace(0, reachable - 1, min(reachable, FRAME_SAMPLE + 1)).round().astype(int))[1:]
     samples: list[tuple[int, np.ndarray]] = []
     for index in wanted:
         if budget < int(np.prod(shape)):

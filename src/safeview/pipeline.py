@@ -361,6 +361,7 @@ class Safeguard:
                 frames=loaded.frames,
                 frame=loaded.frame,
                 frames_checked=1 + len(loaded.samples),
+                frame_gap=loaded.frame_gap,
             ),
             verdict=verdict,
             attributes=AttributeReportModel.from_report(found) if found is not None else None,

@@ -77,7 +77,9 @@ class InputInfo(BaseModel):
     mode: str | None = Field(None, description="the original Pillow mode, before conversion to RGB")
     frames: int = Field(1, description="> 1 for animated images")
     frame: int = Field(0, description="the frame scanned (0-based): the first, or of an animated image's sampled frames the one the models found most unsafe")
-    frames_checked: int = Field(1, description="frames the models classified: an animated image's first and up to 15 more, evenly spaced")
+    frames_checked: int = Field(1, description="frames the models classified: an animated image's first and up to 63 more, evenly spaced")
+    frame_gap: int = Field(0, description="the longest run of consecutive frames none of which the models classified (0: every frame was): "
+                                          "content shown for more frames in a row than this was seen")
 
 
 class CategoryResult(BaseModel):
