@@ -38,6 +38,8 @@ def test_box_polygon_and_mask_specs(tmp_path):
     ({"polygon": [[0, 0], [1, 1]]}, "polygon"),
     ({"box": [0, 0, 1, 1], "colour": "red"}, "colour"),
     ({"box": "everything"}, "box"),
+    ({"box": [0, 0, float("inf"), 4]}, "finite"),  # JSON's 1e999 reads as infinity: it cannot be rounded to a pixel
+    ({"polygon": [[float("nan"), 0], [4, 0], [0, 4]]}, "finite"),  # NaN would become a far-away vertex
 ])
 def test_bad_specs_are_one_line_errors(spec, words):
     with pytest.raises(ProtectError) as info:
@@ -130,6 +132,7 @@ def test_protect_file_matches_paths_and_names(tmp_path):
     ("{not json", "not a readable JSON"),
     ('["a.jpg"]', "maps each image path to a list"),
     ('{"a.jpg": [{"box": [3, 3, 1, 1]}]}', "a.jpg[0]"),
+    ('{"a.jpg": [{"box": [0, 0, 1e999, 1]}]}', "a.jpg[0]"),  # refused when read, not when the image is flagged
 ])
 def test_bad_protect_files(tmp_path, text, words):
     path = tmp_path / "p.json"

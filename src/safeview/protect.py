@@ -55,9 +55,10 @@ class ProtectedRegion:
 class ProtectSpec(BaseModel):
     """One protected region as users write it: exactly one of ``box`` (``[x0, y0, x1, y1]`` in
     pixels, ends exclusive), ``polygon`` (``[[x, y], …]``, at least 3 points) or ``mask`` (a PNG
-    path, non-zero = protected, relative to the ``--protect`` file), and an optional ``label``."""
+    path, non-zero = protected, relative to the ``--protect`` file), and an optional ``label``.
+    Coordinates must be finite: JSON's ``1e999`` reads as infinity, which no pixel rounds to."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     box: tuple[float, float, float, float] | None = None
     polygon: list[tuple[float, float]] | None = Field(None, min_length=3)
