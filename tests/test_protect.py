@@ -47,6 +47,19 @@ def test_bad_specs_are_one_line_errors(spec, words):
     assert words in str(info.value) and "photo.jpg" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_transparent_pixels_of_a_mask_protect_nothing(tmp_path):
+    """A mask painted on a transparent layer (as image editors export it): only the painted pixels
+    are protected. Composited onto white, as images are for scanning, the transparent rest was
+    non-zero and the whole image came out protected."""
+    painted = np.zeros((10, 10, 4), np.uint8)
+    painted[2:5, 2:5] = 255
+    Image.fromarray(painted, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(painted[..., [0, 3]], "LA").save(tmp_path / "la.png")
+    for name in ("rgba.png", "la.png"):
+        region = region_from_spec({"mask": str(tmp_path / name)}, (10, 10))
+        assert region.mask.sum() == 9 and region.box == [2, 2, 5, 5]
+
+
 def test_a_mask_of_another_size_is_refused(tmp_path):
     Image.fromarray(np.zeros((5, 7), np.uint8)).save(tmp_path / "small.png")
     with pytest.raises(ProtectError, match="of the image's size"):

@@ -89,7 +89,8 @@ def _spec(item: Any, where: str) -> ProtectSpec:
 def region_from_spec(spec: ProtectSpec | Mapping[str, Any], shape: tuple[int, int], *, where: str = "protect",
                      source: str = "user") -> ProtectedRegion:
     """The :class:`ProtectedRegion` of ``spec`` on an image of ``shape`` (H, W); boxes and polygons
-    are clipped to the image, a mask file must have the image's size."""
+    are clipped to the image, a mask file must have the image's size (its transparent pixels,
+    composited onto black, protect nothing: a mask is often painted on a transparent layer)."""
     import cv2
 
     spec = _spec(spec, where)
@@ -106,7 +107,7 @@ def region_from_spec(spec: ProtectSpec | Mapping[str, Any], shape: tuple[int, in
 
         path = Path(spec.mask)
         try:
-            array = load_image_info(path).array
+            array = load_image_info(path, background=(0, 0, 0)).array
         except SafeViewError as exc:
             raise ProtectError(f"{where}: protected mask {path}: {exc}") from None
         if array.shape[:2] != (h, w):
