@@ -121,6 +121,15 @@ def test_our_pixel_limit_decides_below_pillows_hard_limit(tmp_path, monkeypatch)
     assert "--max-pixels" not in str(raised.value)
 
 
+def test_aspect_limit_message_says_how_far_over_and_what_can_help():
+    """Just past the limit the ratio is not rounded down to the limit itself ("32:1, over the 32:1
+    limit"), and the advice names what helps: cropping, or the option that raises the limit."""
+    assert load_image(_png(Image.new("RGB", (384, 12)))).shape == (12, 384, 3)  # exactly 32:1 is allowed
+    with pytest.raises(ImageError, match=r"385×12 has an aspect ratio of 32\.0833:1, over the 32:1 limit") as raised:
+        load_image(_png(Image.new("RGB", (385, 12))))
+    assert "crop it into pieces of at most 32:1, or raise --max-aspect" in str(raised.value)
+
+
 def test_byte_limit_empty_missing_and_folder(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(ImageError, match="empty file"):

@@ -158,10 +158,10 @@ def _check_header(
         )
     if width == 0 or height == 0:
         raise ImageError(f"{name}: image has zero width or height")
-    if max(width, height) / min(width, height) > max_aspect:
+    if max(width, height) / min(width, height) > max_aspect:  # six digits: a ratio just past the limit never reads as it
         raise ImageError(
-            f"{name}: {width}×{height} has an aspect ratio of {max(width, height) / min(width, height):.0f}:1, over the "
-            f"{max_aspect:g}:1 limit; crop it into pieces or raise --max-aspect if it is genuine"
+            f"{name}: {width}×{height} has an aspect ratio of {max(width, height) / min(width, height):.6g}:1, over the "
+            f"{max_aspect:g}:1 limit; crop it into pieces of at most {max_aspect:g}:1, or raise --max-aspect if it is genuine"
         )
     decoded = width * height * _bytes_per_pixel(img.mode)
     if decoded > max_decoded_bytes:
