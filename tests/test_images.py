@@ -207,3 +207,27 @@ def test_an_animation_samples_its_frames_evenly_and_keeps_those_before_damage(tm
     cut = load_image_info(tmp_path / "cut.png")
     assert cut.array[0, 0, 0] == 0 and 0 < len(cut.samples) < FRAME_SAMPLE  # the frames before the damage
     assert cut.frame_gap == 99 - max(i for i, _ in cut.samples)
+
+
+def test_transparent_pixels_give_the_other_renderings_to_classify():
+    """An image whose alpha hides its colours: onto black and with the alpha dropped (the stored
+    colours) besides the default composite onto white, for the first frame and each sampled one;
+    an opaque image and an opaque alpha channel give none."""
+    from safeview.images import load_image_info
+
+    rgba = np.zeros((6, 5, 4), np.uint8)
+    rgba[..., 0] = 200  # red stored under fully transparent pixels
+    loaded = load_image_info(_png(Image.fromarray(rgba, "RGBA")))
+    assert (loaded.array == 255).all() and loaded.rendering is None
+    views = {name: array for _, name, array in loaded.views}
+    assert set(views) == {"onto black", "alpha dropped"}
+    assert (views["onto black"] == 0).all() and (views["alpha dropped"] == (200, 0, 0)).all()
+    rgba[..., 3] = 255
+    assert load_image_info(_png(Image.fromarray(rgba, "RGBA"))).views == ()
+    assert load_image_info(_png(Image.fromarray(rgba[..., :3]))).views == ()
+    frames = [Image.fromarray(np.dstack([np.full((6, 5, 3), 10 * i, np.uint8), np.zeros((6, 5), np.uint8)]), "RGBA") for i in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="PNG", save_all=True, append_images=frames[1:])
+    animated = load_image_info(buffer.getvalue())
+    assert sorted({index for index, _, _ in animated.views}) == [0, 1, 2]
+    assert all((array == 10 * index).all() for index, name, array in animated.views if name == "alpha dropped")

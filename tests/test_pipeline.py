@@ -426,6 +426,23 @@ def test_the_obfuscated_frame_is_computed_once_per_image(red_classifier, red_sce
     assert result.obfuscated_safe and len(calls) == 2  # the working copy's frame, then the original's
 
 
+def test_content_hidden_under_transparent_pixels_is_not_passed_as_safe(red_classifier, red_scene, photo, tmp_path):
+    """A PNG whose alpha hides the content (onto white it shows nothing; a re-encoder that drops the
+    alpha shows the red square): the scan classifies every rendering and scans the most unsafe one."""
+    from PIL import Image
+
+    image, truth = red_scene
+    hidden = tmp_path / "hidden.png"
+    Image.fromarray(np.dstack([image, np.where(truth, 0, 255).astype(np.uint8)]), "RGBA").save(hidden)
+    result = Safeguard([red_classifier]).scan(hidden)
+    assert result.verdict == "unsafe" and result.input.rendering == "alpha dropped"
+    assert result.mask.to_mask()[truth].mean() > 0.9
+    opaque = tmp_path / "opaque.png"
+    Image.fromarray(np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)]), "RGBA").save(opaque)
+    plain = Safeguard([red_classifier]).scan(opaque)
+    assert plain.verdict == "safe" and plain.input.rendering is None
+
+
 def test_content_only_in_a_later_frame_of_an_animation_is_not_passed_as_safe(red_classifier, red_scene, photo, tmp_path):
     """An animated image whose first frame is benign and whose fifth shows the content: the models
     classify its sampled frames, and the scan's verdict, CSE and output are the most unsafe frame's."""

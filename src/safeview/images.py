@@ -51,6 +51,10 @@ class LoadedImage:
     frame: int = 0  # the frame ``array`` holds
     #: an animated image's other sampled frames (index, H×W×3 uint8), evenly spaced (:data:`FRAME_SAMPLE`)
     samples: tuple[tuple[int, np.ndarray], ...] = field(default=(), compare=False, repr=False)
+    #: other renderings of the decoded frames that have transparent pixels (frame index, rendering, H×W×3 uint8),
+    #: see ``_transparent_views``
+    views: tuple[tuple[int, str, np.ndarray], ...] = field(default=(), compare=False, repr=False)
+    rendering: str | None = None  # the rendering ``array`` holds when it is one of ``views``
 
     @property
     def animated(self) -> bool:
@@ -116,14 +120,46 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
         scale = 255.0 if arr.max(where=np.isfinite(arr), initial=0) <= 1.0 else 1.0
         gray = np.clip(np.round(np.nan_to_num(arr * scale, nan=0.0, posinf=255.0, neginf=0.0)), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        img = img.convert("RGBA")
-        canvas = Image.new("RGBA", img.size, (*background, 255))
-        canvas.alpha_composite(img)
-        img = canvas
+    if img.mode in _ALPHA_MODES:
+        return _onto(img.convert("RGBA"), background)
     if img.mode != "RGB":
         img = img.convert("RGB")
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+#: Pillow modes with an alpha channel (a palette image's transparency is converted to one first)
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+
+
+def _onto(rgba: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
+    """An RGBA image composited onto an opaque ``background``, as RGB uint8."""
+    canvas = Image.new("RGBA", rgba.size, (*background, 255))
+    canvas.alpha_composite(rgba)
+    return np.ascontiguousarray(np.asarray(canvas.convert("RGB"), dtype=np.uint8))
+
+
+def _transparent_views(img: Image.Image, background: tuple[int, int, int]) -> tuple[tuple[str, np.ndarray], ...]:
+    """The other renderings of an image with transparent pixels, besides ``_to_rgb``'s composite onto
+    ``background``: onto white and onto black (whichever that is not; a dark-mode viewer shows the
+    black one) and with the alpha channel dropped (what a re-encoder that ignores alpha shows: the
+    stored colours). Content hidden by transparency in one rendering shows in another, so the models
+    classify them all (``Safeguard`` scans the most unsafe). Empty for an opaque image."""
+    if img.mode == "P" and "transparency" in img.info or img.mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+    else:
+        return ()
+    stored = np.asarray(rgba, dtype=np.uint8)
+    if stored[..., 3].min() == 255:
+        return ()
+    views = [(name, _onto(rgba, colour)) for name, colour in (("onto white", (255, 255, 255)), ("onto black", (0, 0, 0)))
+             if colour != tuple(background)]
+    return (*views, ("alpha dropped", np.ascontiguousarray(stored[..., :3])))
+
+
+def _decoded(img: Image.Image, background: tuple[int, int, int]) -> tuple[np.ndarray, tuple[tuple[str, np.ndarray], ...]]:
+    """One loaded frame, EXIF orientation applied, as ``_to_rgb``'s RGB array and its ``_transparent_views``."""
+    shown = ImageOps.exif_transpose(img)
+    return _to_rgb(shown, background), _transparent_views(shown, background)
 
 
 @dataclass(frozen=True)
@@ -246,13 +282,15 @@ def load_image_info(
             original_mode = img.mode
             fmt = img.format or "unknown"
             img.load()
-            array = _to_rgb(ImageOps.exif_transpose(img), background)
-            samples = _sampled_frames(img, frames, array.shape, max_decoded_bytes - array.nbytes, background)
+            array, first_views = _decoded(img, background)
+            budget = max_decoded_bytes - array.nbytes - sum(view.nbytes for _, view in first_views)
+            samples, views = _sampled_frames(img, frames, array.shape, budget, background)
     except ImageError:
         raise
     except _DECODE_ERRORS as exc:
         raise _decode_error(name, exc) from None
-    return LoadedImage(array=array, sha256=sha256, format=fmt, mode=original_mode, frames=frames, source=name, samples=samples)
+    return LoadedImage(array=array, sha256=sha256, format=fmt, mode=original_mode, frames=frames, source=name, samples=samples,
+                       views=(*((0, view_name, view) for view_name, view in first_views), *views))
 
 
 #: frames of an animated image decoded besides the first, evenly spaced up to the last: the models
@@ -269,32 +307,33 @@ FRAME_DECODE_PIXELS = 400_000_000
 
 def _sampled_frames(
     img: Image.Image, frames: int, shape: tuple[int, ...], budget: int, background: tuple[int, int, int]
-) -> tuple[tuple[int, np.ndarray], ...]:
+) -> tuple[tuple[tuple[int, np.ndarray], ...], tuple[tuple[int, str, np.ndarray], ...]]:
     """Up to :data:`FRAME_SAMPLE` later frames of ``img`` as (index, RGB array) of the first frame's
     ``shape``, evenly spaced over those within :data:`FRAME_DECODE_PIXELS`, and within ``budget``
-    decoded bytes; sampling stops at a frame that fails to decode (a
-    truncated animation keeps the frames before it) or does not match the first frame's size."""
-    if frames < 2:
-        return ()
+    decoded bytes (their ``_transparent_views`` included, returned second as (index, rendering,
+    array)); sampling stops at a frame that fails to decode (a truncated animation keeps the frames
+    before it) or does not match the first frame's size."""
+    samples: list[tuple[int, np.ndarray]] = []
+    views: list[tuple[int, str, np.ndarray]] = []
     reachable = min(frames, max(1, FRAME_DECODE_PIXELS // (shape[0] * shape[1])))  # decoding frame k reads those before it
     if reachable < 2:
-        return ()
+        return (), ()
     wanted = np.unique(np.linspace(0, reachable - 1, min(reachable, FRAME_SAMPLE + 1)).round().astype(int))[1:]
-    samples: list[tuple[int, np.ndarray]] = []
     for index in wanted:
         if budget < int(np.prod(shape)):
             break
         try:
             img.seek(int(index))
             img.load()
-            frame = _to_rgb(ImageOps.exif_transpose(img), background)
+            frame, frame_views = _decoded(img, background)
         except _DECODE_ERRORS:
             break
         if frame.shape != tuple(shape):
             break
         samples.append((int(index), frame))
-        budget -= frame.nbytes
-    return tuple(samples)
+        views.extend((int(index), view_name, view) for view_name, view in frame_views)
+        budget -= frame.nbytes + sum(view.nbytes for _, view in frame_views)
+    return tuple(samples), tuple(views)
 
 
 def load_image(source: str | os.PathLike | bytes, **limits) -> np.ndarray:

@@ -168,19 +168,21 @@ class Safeguard:
 
     def _most_unsafe_frame(self, loaded: LoadedImage) -> LoadedImage:
         """An animated image as the frame of its sampled ones (``LoadedImage.samples``, the first
-        included) that the models find most unsafe: the scan's verdict, CSE and output are that
-        frame's, so content shown only in a later frame is not passed as safe on the first."""
-        if not loaded.samples:
+        included), and an image with transparent pixels as the rendering (``LoadedImage.views``),
+        that the models find most unsafe: the scan's verdict, CSE and output are that one's, so
+        content shown only in a later frame, or only where a viewer or re-encoder renders the
+        transparency otherwise, is not passed as safe on the strength of the first frame onto white."""
+        candidates = [(0, None, loaded.array), *((i, None, a) for i, a in loaded.samples), *loaded.views]
+        if len(candidates) == 1:
             return loaded
-        frames = [loaded.array, *(array for _, array in loaded.samples)]
-        worst = np.zeros(len(frames))
+        worst = np.zeros(len(candidates))
         for clf in self.classifiers:
-            worst = np.maximum(worst, clf.unsafe_probability(clf.predict_proba(frames)))
-        k = int(np.argmax(worst))  # ties keep the first frame
+            worst = np.maximum(worst, clf.unsafe_probability(clf.predict_proba([a for _, _, a in candidates])))
+        k = int(np.argmax(worst))  # ties keep the first frame as composited
         if k == 0:
             return loaded
-        index, array = loaded.samples[k - 1]
-        return replace(loaded, array=array, frame=index)
+        index, rendering, array = candidates[k]
+        return replace(loaded, array=array, frame=index, rendering=rendering)
 
     def _classify(self, images: list[np.ndarray]) -> list[list[CategoryResult]]:
         """Every model's verdict on every image, one batched forward per model."""
@@ -362,6 +364,7 @@ class Safeguard:
                 frame=loaded.frame,
                 frames_checked=1 + len(loaded.samples),
                 frame_gap=loaded.frame_gap,
+                rendering=loaded.rendering,
             ),
             verdict=verdict,
             attributes=AttributeReportModel.from_report(found) if found is not None else None,
