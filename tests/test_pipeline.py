@@ -426,6 +426,26 @@ def test_the_obfuscated_frame_is_computed_once_per_image(red_classifier, red_sce
     assert result.obfuscated_safe and len(calls) == 2  # the working copy's frame, then the original's
 
 
+def test_content_beside_benign_padding_is_found_searched_and_verified_in_windows(red_classifier, red_scene, photo, tmp_path):
+    """A 5:1 image, the content joined with two copies of a photo on each side: squashed whole, the
+    model misses it; in windows it is flagged, and an output called safe is safe in every window."""
+    from PIL import Image
+
+    from safeview.windows import Windowed
+
+    image, truth = red_scene
+    wide = np.concatenate([photo, photo, image, photo, photo], axis=1)
+    wide_truth = np.zeros(wide.shape[:2], bool)
+    wide_truth[:, 2 * photo.shape[1]: 3 * photo.shape[1]] = truth
+    path = tmp_path / "wide.png"
+    Image.fromarray(wide).save(path)
+    result = Safeguard([red_classifier]).scan(path)
+    assert result.verdict == "unsafe" and result.mask.to_mask()[wide_truth].mean() > 0.9 and result.input.windows >= 2
+    assert result.obfuscated_safe  # found and verified in the windows, not by blurring all of it
+    assert result.obfuscated_fraction < 0.5
+    assert Windowed(red_classifier).predict_proba(result.artifacts.obfuscated[None])[0][1] <= 0.2
+
+
 def test_content_hidden_under_transparent_pixels_is_not_passed_as_safe(red_classifier, red_scene, photo, tmp_path):
     """A PNG whose alpha hides the content (onto white it shows nothing; a re-encoder that drops the
     alpha shows the red square): the scan classifies every rendering and scans the most unsafe one."""

@@ -42,6 +42,7 @@ from .schema import (
     Versions,
 )
 from .verify import verify
+from .windows import Windowed, window_boxes, windowed
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class Safeguard:
             return loaded
         worst = np.zeros(len(candidates))
         for clf in self.classifiers:
-            worst = np.maximum(worst, clf.unsafe_probability(clf.predict_proba([a for _, _, a in candidates])))
+            worst = np.maximum(worst, clf.unsafe_probability(Windowed(clf).predict_proba([a for _, _, a in candidates])))
         k = int(np.argmax(worst))  # ties keep the first frame as composited
         if k == 0:
             return loaded
@@ -185,10 +186,11 @@ class Safeguard:
         return replace(loaded, array=array, frame=index, rendering=rendering)
 
     def _classify(self, images: list[np.ndarray]) -> list[list[CategoryResult]]:
-        """Every model's verdict on every image, one batched forward per model."""
+        """Every model's verdict on every image, one batched forward per model (an elongated image's
+        windows in it too: its probabilities are those of the most unsafe, :mod:`safeview.windows`)."""
         per_image: list[list[CategoryResult]] = [[] for _ in images]
         for clf in self.classifiers:
-            probs = clf.predict_proba(images) if images else np.zeros((0, len(clf.labels)))
+            probs = Windowed(clf).predict_proba(images) if images else np.zeros((0, len(clf.labels)))
             p_unsafe = clf.unsafe_probability(probs) if images else []
             for cats, row, p in zip(per_image, probs, p_unsafe):
                 cats.append(
@@ -230,7 +232,8 @@ class Safeguard:
         # CSE runs on a working copy of at most working_side pixels a side; its masks are mapped back
         work = working_copy(image, self.scan_config.working_side)
         current, union = work, np.zeros(work.shape[:2], bool)
-        pairs = list(zip(self.classifiers, categories))
+        models = windowed(self.classifiers, image.shape)  # an elongated image is searched and verified in its windows too
+        pairs = list(zip(models, categories))
         flagged = sorted((pair for pair in pairs if pair[1].unsafe), key=lambda pair: -pair[1].unsafe_probability)
         t = time.perf_counter()
         artifacts.protected = self._protection(loaded, protect) if flagged else []
@@ -293,7 +296,7 @@ class Safeguard:
             timings["attributes"] = time.perf_counter() - t
             t = time.perf_counter()
             check = verify(
-                self.classifiers, current, threshold=config.threshold, margin=config.margin,
+                models, current, threshold=config.threshold, margin=config.margin,
                 perturbations=config.perturbations, flagged=flagged_models, known=last_check,
             )
             # the detectors also read the re-upload copies verification checks, except the mirror (SECOND_OPINION_COPIES)
@@ -306,7 +309,7 @@ class Safeguard:
                 grown = _attribute_area(opinion, image.shape[:2], protected) & ~union
                 artifacts.grown, union = (grown if grown.any() else None), union | grown
                 current = obfuscate(image, union)
-                check = verify(self.classifiers, current, threshold=config.threshold, margin=config.margin,
+                check = verify(models, current, threshold=config.threshold, margin=config.margin,
                                perturbations=config.perturbations, flagged=flagged_models)
                 opinion = second_opinion(current, detectors, copies)
                 found = add_findings(found, opinion)
@@ -365,6 +368,7 @@ class Safeguard:
                 frames_checked=1 + len(loaded.samples),
                 frame_gap=loaded.frame_gap,
                 rendering=loaded.rendering,
+                windows=len(window_boxes(loaded.array.shape)),
             ),
             verdict=verdict,
             attributes=AttributeReportModel.from_report(found) if found is not None else None,

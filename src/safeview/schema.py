@@ -80,6 +80,8 @@ class InputInfo(BaseModel):
     frames_checked: int = Field(1, description="frames the models classified: an animated image's first and up to 63 more, evenly spaced")
     frame_gap: int = Field(0, description="the longest run of consecutive frames none of which the models classified (0: every frame was): "
                                           "content shown for more frames in a row than this was seen")
+    windows: int = Field(0, description="windows along the long side an elongated image (over 1.5:1) was also classified, searched and "
+                                        "verified in (each model's probabilities are those of the most unsafe view); 0 for others")
     rendering: Literal["onto white", "onto black", "alpha dropped"] | None = Field(
         None, description="for an image with transparent pixels, classified composited onto white, onto black and with its alpha "
                           "dropped: the rendering scanned when it was not the default (composited onto white), because the models found it "

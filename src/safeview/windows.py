@@ -1,0 +1,81 @@
+"""Windows of an elongated image: a classifier squashes its whole input into a square, so content
+beside benign padding (a stand-in joined side by side with two copies of a photo, 3:1) shrinks
+until the model no longer sees it. An elongated image is therefore also classified in overlapping
+windows along its long side, and its unsafe probability is the highest of the whole and the
+windows — in the scan's verdict, in CSE's search and in verification alike (:class:`Windowed`), so
+an output called safe is safe in every window too.
+
+Hand-written because it is a thin wrapper: the windows are crops of the image, classified by the
+wrapped classifier (and so reused within :func:`safeview.classify.remembered` like any input).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .classify import Classifier
+
+#: an image whose long side exceeds this many times its short side is classified in windows too
+WINDOW_ASPECT = 1.5
+#: windows per image at most: a longer image gets longer windows (each query costs 1 + windows forwards)
+MAX_WINDOWS = 8
+
+
+def window_boxes(shape: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """The windows ``(x0, y0, x1, y1)``, end-exclusive, of an image of ``shape`` (H, W, …): none for
+    an image within :data:`WINDOW_ASPECT`; otherwise windows as long as the short side (longer when
+    more than :data:`MAX_WINDOWS` would be needed), overlapping by half, the last one at the end."""
+    h, w = int(shape[0]), int(shape[1])
+    short, long = min(h, w), max(h, w)
+    if short < 1 or long <= WINDOW_ASPECT * short:
+        return []
+    length = max(short, math.ceil(2 * long / (MAX_WINDOWS + 1)))
+    count = math.ceil((long - length) / (length / 2)) + 1
+    starts = np.linspace(0, long - length, count).round().astype(int)
+    if w >= h:
+        return [(int(s), 0, int(s) + length, h) for s in starts]
+    return [(0, int(s), w, int(s) + length) for s in starts]
+
+
+class Windowed:
+    """A classifier whose prediction for an elongated image is the row of the most unsafe of the
+    whole image and its :func:`window_boxes` (the whole image's row where none is more unsafe);
+    everything else — labels, attribution, the runtime — is the wrapped classifier's."""
+
+    def __init__(self, classifier: "Classifier") -> None:
+        self.classifier = classifier
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.classifier, name)
+
+    def predict_proba(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
+        images = list(images)
+        views, owners = [], []
+        for i, image in enumerate(images):
+            views.append(image)
+            owners.append(i)
+            for x0, y0, x1, y1 in window_boxes(np.shape(image)):
+                views.append(np.ascontiguousarray(image[y0:y1, x0:x1]))
+                owners.append(i)
+        if len(views) == len(images):
+            return self.classifier.predict_proba(images)
+        probs = np.asarray(self.classifier.predict_proba(views))
+        unsafe = self.classifier.unsafe_probability(probs)
+        owners_arr = np.asarray(owners)
+        rows = []
+        for i in range(len(images)):
+            mine = np.flatnonzero(owners_arr == i)
+            rows.append(probs[mine[int(np.argmax(unsafe[mine]))]])  # ties keep the whole image
+        return np.stack(rows)
+
+    __call__ = predict_proba
+
+
+def windowed(classifiers: Iterable["Classifier"], shape: tuple[int, ...]) -> list[Any]:
+    """``classifiers`` as :class:`Windowed` for an image of ``shape`` that has windows, else as they are."""
+    classifiers = list(classifiers)
+    return [Windowed(c) for c in classifiers] if window_boxes(shape) else classifiers
