@@ -32,3 +32,13 @@ def test_windowed_prediction_is_the_most_unsafe_view(red_classifier, red_scene, 
     windowed = Windowed(red_classifier)
     assert windowed.predict_proba(wide[None])[0][1] > 0.9 and windowed.name == red_classifier.name
     assert np.array_equal(windowed.predict_proba(image[None]), red_classifier.predict_proba(image[None]))
+
+
+def test_focus_is_the_window_that_holds_the_content(red_classifier, red_scene, photo):
+    """CSE's attribution is computed on the most unsafe view: here the window around the stand-in."""
+    image, truth = red_scene
+    wide = np.concatenate([photo, photo, image, photo, photo], axis=1)
+    x0, y0, x1, y1 = Windowed(red_classifier).focus(wide)
+    columns = np.flatnonzero(truth.any(axis=0)) + 2 * photo.shape[1]
+    assert x0 <= columns.min() and columns.max() < x1 and (y0, y1) == (0, wide.shape[0])
+    assert Windowed(red_classifier).focus(image) is None

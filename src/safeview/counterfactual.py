@@ -696,8 +696,19 @@ def _cse(
     if target is None:
         target = unsafe_idx[int(np.argmax(probs[unsafe_idx]))]
 
+    def attribute(picture: np.ndarray) -> np.ndarray:
+        """The attribution map of ``picture``; for a windowed classifier (:mod:`safeview.windows`) that
+        of the view it finds most unsafe, zero outside it, so the search starts where the evidence is."""
+        box = classifier.focus(picture) if hasattr(classifier, "focus") else None
+        if box is None:
+            return attribution_map(classifier, picture, target, method=config.attribution)
+        x0, y0, x1, y1 = box
+        focused = np.zeros(picture.shape[:2], np.float32)
+        focused[y0:y1, x0:x1] = attribution_map(classifier, np.ascontiguousarray(picture[y0:y1, x0:x1]), target, method=config.attribution)
+        return focused
+
     t = time.perf_counter()
-    attribution = attribution_map(classifier, image, target, method=config.attribution)
+    attribution = attribute(image)
     timings["attribute"] = time.perf_counter() - t
     t = time.perf_counter()
     params = cse_segmentation_params(config.segmentation, image.shape[:2], config.segmentation_params)
@@ -741,7 +752,7 @@ def _cse(
                 break
             rounds -= 1
             t_attr = time.perf_counter()
-            left = attribution_map(classifier, obfuscator(image, search.mask), target, method=config.attribution)
+            left = attribute(obfuscator(image, search.mask))
             timings["attribute"] += time.perf_counter() - t_attr
             rest = [int(r) for r in rank_regions(region_scores(left, segments)) if r in left_over]
             search = chained(search, search_from(rest, np.asarray(search.probabilities[-1]), base=search.mask))
@@ -797,7 +808,7 @@ def _cse(
             if recheck > 0:  # evidence left next to what was hidden: attribution recomputed on the output
                 recheck -= 1
                 t_attr = time.perf_counter()
-                left = attribution_map(classifier, output, target, method=config.attribution)
+                left = attribute(output)
                 timings["attribute"] += time.perf_counter() - t_attr
                 extra = [r for r in evidence_left(segments, left, mask, ratio=config.recheck_ratio,
                                                   contrast=config.recheck_contrast) if r not in guarded]

@@ -44,10 +44,16 @@ def window_boxes(shape: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
     return [(0, int(s), w, int(s) + length) for s in starts]
 
 
+def _views(image: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
+    """``image`` itself, then its crop to each of ``boxes``."""
+    return [image, *(np.ascontiguousarray(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in boxes)]
+
+
 class Windowed:
     """A classifier whose prediction for an elongated image is the row of the most unsafe of the
-    whole image and its :func:`window_boxes` (the whole image's row where none is more unsafe);
-    everything else — labels, attribution, the runtime — is the wrapped classifier's."""
+    whole image and its :func:`window_boxes` (the whole image's row where none is more unsafe), and
+    which says which view that is (:meth:`focus`, where CSE computes its attribution); everything
+    else — labels, the module, the runtime — is the wrapped classifier's."""
 
     def __init__(self, classifier: "Classifier") -> None:
         self.classifier = classifier
@@ -55,15 +61,22 @@ class Windowed:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.classifier, name)
 
+    def focus(self, image: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The box of the window of ``image`` the classifier finds most unsafe, or None when that is
+        the whole image (CSE's attribution is computed there: the whole image's map is squashed too)."""
+        boxes = window_boxes(np.shape(image))
+        if not boxes:
+            return None
+        k = int(np.argmax(self.classifier.unsafe_probability(self.classifier.predict_proba(_views(image, boxes)))))
+        return None if k == 0 else boxes[k - 1]
+
     def predict_proba(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
         images = list(images)
         views, owners = [], []
         for i, image in enumerate(images):
-            views.append(image)
-            owners.append(i)
-            for x0, y0, x1, y1 in window_boxes(np.shape(image)):
-                views.append(np.ascontiguousarray(image[y0:y1, x0:x1]))
-                owners.append(i)
+            mine = _views(image, window_boxes(np.shape(image)))
+            views.extend(mine)
+            owners.extend([i] * len(mine))
         if len(views) == len(images):
             return self.classifier.predict_proba(images)
         probs = np.asarray(self.classifier.predict_proba(views))
