@@ -147,3 +147,17 @@ def test_early_verification_stops_at_the_first_failing_copy_and_tries_the_last_o
     assert list(hinted.unsafe_probabilities["red-detector"]) == ["output", "crop0"] and not hinted.passed
     assert sizes == [1, 1]
     assert hinted.unsafe_probabilities["red-detector"]["crop0"] == full.unsafe_probabilities["red-detector"]["crop0"]
+
+
+def test_every_model_must_pass_whatever_its_place(red_classifier, red_scene):
+    """Verification with several models: one model still calling the output unsafe fails it,
+    whether it comes first or last, even when every other model passes it on every copy."""
+    from scenes import ColourFragmentDetector
+
+    pink = ColourFragmentDetector.build()  # sees no pink here: passes the red scene everywhere
+    image, _ = red_scene
+    for models in ([red_classifier, pink], [pink, red_classifier]):
+        result = verify(models, image, perturbations=["jpeg", "mirror"])
+        assert not verify([pink], image, perturbations=["jpeg", "mirror"]).failures()
+        assert not result.passed and result.failures() and all(f.startswith("red-detector/") for f in result.failures())
+        assert set(result.unsafe_probabilities) == {"red-detector", "pink-fragment"}
