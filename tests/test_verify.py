@@ -161,3 +161,15 @@ def test_every_model_must_pass_whatever_its_place(red_classifier, red_scene):
         assert not verify([pink], image, perturbations=["jpeg", "mirror"]).failures()
         assert not result.passed and result.failures() and all(f.startswith("red-detector/") for f in result.failures())
         assert set(result.unsafe_probabilities) == {"red-detector", "pink-fragment"}
+
+
+def test_known_results_with_other_perturbations_are_not_reused(red_classifier, photo):
+    """``known`` saves the models' forwards only when it checked the same copies: an earlier pass
+    on the JPEG copy alone says nothing of the crops, so they are classified and one fails."""
+    image = photo.copy()
+    image[4:10, 4:10] = (255, 0, 0)  # only the enlarged top-left corner shows it (see above)
+    jpeg_only = verify([red_classifier], image, perturbations=["jpeg"])
+    assert jpeg_only.passed
+    every = verify([red_classifier], image, known=jpeg_only)
+    assert set(every.unsafe_probabilities["red-detector"]) == {"output", *PERTURBATIONS}
+    assert not every.passed and every.failures() == ["red-detector/crop0"]
