@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from safeview import outputs
@@ -60,3 +61,19 @@ def test_same_name_and_bytes_in_two_folders_keep_their_own_files(red_classifier,
         assert todo == [third]
         record = run.record(third, guard.scan(str(third)))
     assert record["outputs"]["json"] not in jsons
+
+
+def test_a_folder_store_never_writes_over_an_input(tmp_path):
+    """An output whose name is that of an input (an --out holding the scanned files) is refused,
+    and the input keeps its bytes."""
+    from safeview.errors import SafeViewError
+    from safeview.outputs import FolderStore
+
+    source = tmp_path / "x-0123abcd.json"
+    source.write_bytes(b"the user's file")
+    store = FolderStore(tmp_path, inputs=[tmp_path / "." / source.name])
+    with pytest.raises(SafeViewError, match="would overwrite an input"):
+        store.put("json", source.name, b"{}")
+    assert source.read_bytes() == b"the user's file" and store.written == []
+    store.put("json", "y.json", b"{}")  # any other name is written
+    assert (tmp_path / "y.json").read_bytes() == b"{}" and store.written == [str(tmp_path / "y.json")]
