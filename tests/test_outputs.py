@@ -77,3 +77,20 @@ def test_a_folder_store_never_writes_over_an_input(tmp_path):
     assert source.read_bytes() == b"the user's file" and store.written == []
     store.put("json", "y.json", b"{}")  # any other name is written
     assert (tmp_path / "y.json").read_bytes() == b"{}" and store.written == [str(tmp_path / "y.json")]
+
+
+def test_force_in_a_copied_folder_leaves_the_first_folders_files(red_classifier, red_scene, tmp_path):
+    """A results folder copied elsewhere keeps records naming the first folder's files: --force
+    in the copy removes what the copy holds, never what its records name outside it."""
+    import shutil
+
+    src = tmp_path / "scene.png"
+    Image.fromarray(red_scene[0]).save(src)
+    with ScanRun(tmp_path / "first") as run:
+        record = run.record(src, Safeguard([red_classifier], attributes=()).scan(src))
+    shutil.copytree(tmp_path / "first", tmp_path / "copy")
+    first_files = sorted(p for p in (tmp_path / "first").rglob("*") if p.is_file())
+    assert all(str(tmp_path / "first") in location for location in record["outputs"].values())
+    ScanRun(tmp_path / "copy", force=True)
+    assert sorted(p for p in (tmp_path / "first").rglob("*") if p.is_file()) == first_files
+    assert not (tmp_path / "copy" / "results.jsonl").exists()
