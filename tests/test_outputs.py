@@ -94,3 +94,17 @@ def test_force_in_a_copied_folder_leaves_the_first_folders_files(red_classifier,
     ScanRun(tmp_path / "copy", force=True)
     assert sorted(p for p in (tmp_path / "first").rglob("*") if p.is_file()) == first_files
     assert not (tmp_path / "copy" / "results.jsonl").exists()
+
+
+def test_resume_scans_again_an_input_whose_bytes_changed(red_classifier, red_scene, photo, tmp_path):
+    """--resume skips an image already scanned only when its bytes are the same: a file replaced
+    since (here a benign photo by the stand-in) is scanned again, not left with the old verdict."""
+    files = [tmp_path / "x.png", tmp_path / "y.png"]
+    for path in files:
+        Image.fromarray(photo).save(path)
+    guard = Safeguard([red_classifier], attributes=())
+    with ScanRun(tmp_path / "out") as run:
+        assert [run.record(p, guard.scan(p))["verdict"] for p in run.todo(files)] == ["safe", "safe"]
+    Image.fromarray(red_scene[0]).save(files[0])
+    with ScanRun(tmp_path / "out", resume=True) as run:
+        assert run.todo(files) == [files[0]]
