@@ -141,6 +141,8 @@ def test_byte_limit_empty_missing_and_folder(tmp_path):
     (tmp_path / "x.png").write_bytes(b"\x89PNG" + b"0" * 2000)
     with pytest.raises(ImageError, match="limit"):
         load_image(tmp_path / "x.png", max_bytes=1000)
+    with pytest.raises(ImageError, match="<bytes>: larger than the"):  # an upload is held to it too
+        load_image((tmp_path / "x.png").read_bytes(), max_bytes=1000)
 
 
 def test_in_memory_arrays():
