@@ -209,6 +209,9 @@ def test_an_animation_samples_its_frames_evenly_and_keeps_those_before_damage(tm
     cut = load_image_info(tmp_path / "cut.png")
     assert cut.array[0, 0, 0] == 0 and 0 < len(cut.samples) < FRAME_SAMPLE  # the frames before the damage
     assert cut.frame_gap == 99 - max(i for i, _ in cut.samples)
+    # the decoded-size limit bounds the frames kept with the first: here room for three more
+    bounded = load_image_info(tmp_path / "long.png", max_decoded_bytes=4 * 8 * 8 * 3)
+    assert [i for i, _ in bounded.samples] == indices[:3]
 
 
 def test_transparent_pixels_give_the_other_renderings_to_classify():
