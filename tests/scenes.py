@@ -89,3 +89,29 @@ class ColourFragmentDetector:
             Net(), ["safe", "unsafe"], ["unsafe"], name="pink-fragment", category=category,
             preprocess=Preprocess(resize=(128, 128), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
         )
+
+
+class FixedDetector:
+    """Factory of a torch classifier that gives every image the same ``logits`` (equal ones: a
+    probability of exactly 0.5; NaN: a model that fails without raising), or raises ``error``."""
+
+    @staticmethod
+    def build(logits=(0.0, 0.0), *, error: Exception | None = None, name: str = "fixed", category: str = "sexual"):
+        import torch
+        from torch import nn
+
+        from safeview.classify import Classifier, Preprocess
+
+        class Net(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.register_buffer("logits", torch.tensor(logits, dtype=torch.float32))
+
+            def forward(self, x):
+                if error is not None:
+                    raise error
+                return self.logits.expand(len(x), -1) + 0.0 * x.mean(dim=(1, 2, 3))[:, None]
+
+        return Classifier.from_module(
+            Net(), ["safe", "unsafe"], ["unsafe"], name=name, category=category, preprocess=Preprocess(resize=(32, 32))
+        )

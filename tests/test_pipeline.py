@@ -67,6 +67,21 @@ def test_fallback_when_no_counterfactual(red_classifier, red_scene):
     assert "untouched" not in text and "bit-identical" not in text and "lies in those regions" not in text
 
 
+def test_a_model_that_fails_never_lets_an_image_pass_as_safe(red_classifier, photo):
+    """A model that raises has not called the image safe: the scan fails, whatever the other
+    models say (here the red detector, for which the photo is benign); none is called safe."""
+    from scenes import FixedDetector
+
+    guard = Safeguard([red_classifier, FixedDetector.build(error=RuntimeError("out of memory"))], attributes=())
+    with pytest.raises(RuntimeError, match="out of memory"):
+        guard.scan(photo)
+    try:
+        outcomes = guard.scan_many([photo, photo[::-1].copy()])
+    except RuntimeError:
+        outcomes = []
+    assert not [o for o in outcomes if isinstance(o, ScanResult)]
+
+
 def test_bad_configuration(red_classifier):
     for bad in ({"style": "smudge"}, {"fallback": "maybe"}, {"mode": "fast"}, {"attribution": "magic"},
                 {"segmentation": "scissors"}, {"margin": 0.6}, {"perturbations": ["rotate"]}):
