@@ -59,6 +59,10 @@ def test_fallback_when_no_counterfactual(red_classifier, red_scene):
     assert not cf.found  # one small region cannot remove the whole square
     # the whole image is obfuscated, and labelled as what it is: not verified
     assert result.obfuscated_fraction == 1.0 and result.obfuscated_safe is False
+    from safeview.obfuscate import Obfuscator
+
+    # and the output's pixels are that: the whole image blurred, not the search's partial output
+    assert np.array_equal(result.artifacts.obfuscated, Obfuscator("blur")(image, np.ones(image.shape[:2], bool)))
     assert result.output_status == "not verified" and result.fallback == "full"
     assert result.verification is not None and not result.verification.passed
     assert result.output_suffix == "not-verified.png"
