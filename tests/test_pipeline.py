@@ -6,6 +6,7 @@ import pytest
 
 from safeview.pipeline import Safeguard
 from safeview.schema import ScanResult, json_schema
+from safeview.verify import PERTURBATIONS
 
 
 def test_red_square_found_and_obfuscated_minimally(red_classifier, red_scene):
@@ -121,6 +122,28 @@ def test_large_image_is_searched_on_a_working_copy_and_the_mask_mapped_back(red_
     assert result.obfuscated_safe and result.verification.passed  # verified on the full-resolution output
     full = Safeguard([red_classifier], segmentation="bass", working_side=None).scan(image)
     assert full.obfuscated_safe and full.mask.to_mask()[truth].mean() > 0.9
+
+
+def test_the_full_resolution_output_is_verified_itself_not_its_working_copy(red_classifier, red_scene, monkeypatch):
+    """The working copy's verification says nothing of the full-resolution output the mask is
+    mapped onto: that output is classified (with its copies) before it is called safe."""
+    import hashlib
+
+    image = np.kron(red_scene[0], np.ones((3, 3, 1), np.uint8))  # 288 px, searched on a 128-px copy
+    seen = []
+    real = red_classifier.predict_proba
+
+    def predict_proba(images):
+        seen.extend(hashlib.sha1(np.ascontiguousarray(i).tobytes()).hexdigest() for i in images if i.shape == image.shape)
+        return real(images)
+
+    monkeypatch.setattr(red_classifier, "predict_proba", predict_proba)
+    result = Safeguard([red_classifier], working_side=128, attributes=()).scan(image)
+    assert result.obfuscated_safe
+    output = result.artifacts.obfuscated
+    assert hashlib.sha1(output.tobytes()).hexdigest() in seen
+    for name in result.verification.perturbations:
+        assert hashlib.sha1(PERTURBATIONS[name](output).tobytes()).hexdigest() in seen, name
 
 
 def test_cse_segmentation_params_scale_bass_cells():
