@@ -281,6 +281,27 @@ def test_second_opinion_on_a_copy_hides_what_only_the_copy_shows(red_classifier,
         " were checked by the models only" in alone.rationale.text
 
 
+def test_an_output_a_detector_still_reads_is_not_called_safe(red_classifier, red_scene, monkeypatch):
+    """The models pass the output, but a detector still reads offensive text on it after the
+    obfuscated area was grown over what it found: the output is not verified."""
+    from safeview.attributes import DETECTORS, Attribute
+    from safeview.attributes.detector import Detector
+
+    class Stubborn(Detector):  # reads the same word wherever it looks, hidden or not
+        name, package, module, sees = "stubborn", "numpy", "numpy", ("offensive_text",)
+
+        def build(self, module):
+            return module
+
+        def find(self, model, image, found):
+            return [Attribute("offensive_text", 0.99, self.name, self.version(), box=(0, 0, 8, 8), text="MARK")]
+
+    monkeypatch.setitem(DETECTORS, "stubborn", Stubborn())
+    result = Safeguard([red_classifier], attributes=("stubborn",)).scan(red_scene[0])
+    assert result.verification.passed and not result.verification.second_opinion.passed
+    assert result.obfuscated_safe is False and result.output_status == "not verified" and result.output_suffix == "not-verified.png"
+
+
 # -- protected regions (safeview.protect): evidence kept visible -----------------------------------
 def _box(shape, x0, y0, x1, y1):
     mask = np.zeros(shape, bool)
