@@ -540,6 +540,10 @@ def test_content_only_in_a_later_frame_of_an_animation_is_not_passed_as_safe(red
     assert result.input.frames == 8 and result.input.frames_checked == 8 and result.input.frame_gap == 0
     assert result.input.frame == 4 and result.verdict == "unsafe"
     assert result.mask.to_mask()[truth].mean() > 0.9
+    from scenes import FixedDetector
+
+    # every model's view of the frames counts, not the first model's alone (the same in every frame)
+    assert Safeguard([FixedDetector.build((2.0, -2.0)), red_classifier], attributes=()).scan(path).input.frame == 4
     from safeview.report import report_assets, write_report
 
     record = json.loads(result.model_dump_json())
