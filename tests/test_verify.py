@@ -173,3 +173,14 @@ def test_known_results_with_other_perturbations_are_not_reused(red_classifier, p
     every = verify([red_classifier], image, known=jpeg_only)
     assert set(every.unsafe_probabilities["red-detector"]) == {"output", *PERTURBATIONS}
     assert not every.passed and every.failures() == ["red-detector/crop0"]
+
+
+def test_a_model_that_gives_no_number_fails_verification(photo):
+    """A model whose probabilities come out NaN (an overflow, a broken export) has not called the
+    output safe: every check of it fails, early or not, as no number is at most the bar."""
+    from scenes import FixedDetector
+
+    broken = FixedDetector.build((float("nan"), float("nan")), name="broken")
+    for early in (False, True):
+        result = verify([broken], photo, perturbations=["jpeg", "mirror"], early=early)
+        assert not result.passed and "broken/output" in result.failures(), early

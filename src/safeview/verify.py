@@ -107,12 +107,13 @@ class Verification:
     passed: bool = False
 
     def failures(self) -> list[str]:
-        """``model/copy`` for every check that failed."""
+        """``model/copy`` for every check that failed: a probability that is not at most the
+        bar (NaN included: a model that gave no number has not called the copy safe)."""
         return [
             f"{m}/{copy}"
             for m, copies in self.unsafe_probabilities.items()
             for copy, p in copies.items()
-            if p > self.required[m]
+            if not p <= self.required[m]
         ]
 
     def as_dict(self) -> dict:
@@ -166,7 +167,7 @@ def verify(
             continue
         output = float(clf.unsafe_probability(clf.predict_proba(image[None]))[0])
         checked = result.unsafe_probabilities[clf.name] = {"output": output}
-        if early and output > result.required[clf.name]:
+        if early and not output <= result.required[clf.name]:
             return result  # passed stays False: the copies cannot change that
         if early and str(clf.device).startswith("cpu"):
             copies = {} if copies is None else copies
@@ -174,7 +175,7 @@ def verify(
                 if name not in copies:
                     copies[name] = PERTURBATIONS[name](image)
                 checked[name] = float(clf.unsafe_probability(clf.predict_proba(copies[name][None]))[0])
-                if checked[name] > result.required[clf.name]:
+                if not checked[name] <= result.required[clf.name]:
                     return result
             continue
         if batch is None:
