@@ -501,3 +501,19 @@ def test_completion_morphology_is_scipys():
             closed = ndimage.binary_closing(np.pad(mask, pad), structure=_disk(radius))[pad:-pad, pad:-pad]
             assert np.array_equal(_closed(mask, radius), closed), (trial, radius)
             assert np.array_equal(_dilated(mask, radius), ndimage.binary_dilation(mask, structure=_disk(radius))), (trial, radius)
+
+
+def test_hide_mode_extends_the_search_while_verification_fails(red_classifier, photo):
+    """The search stops once the output is past the margin, but small patches in two corners, which
+    the completion does not reach, still show on the enlarged corners a re-upload's crop makes:
+    verification fails, and the search goes on, a region at a time, until the output passes."""
+    from safeview.counterfactual import CSEConfig, cse
+
+    image = photo.copy()
+    square, corners = np.zeros(photo.shape[:2], bool), np.zeros(photo.shape[:2], bool)
+    square[40:60, 40:60], corners[4:10, 4:10], corners[86:92, 86:92] = True, True, True
+    image[square | corners] = (255, 0, 0)  # a corner patch alone shows only on its crop (test_verify)
+    result = cse(red_classifier, image, config=CSEConfig())
+    assert result.found and not result.search.mask[corners].all()  # the search left a patch
+    assert result.verified and result.mask[square | corners].all()
+    assert len(result.regions) > len(result.search.regions) > 1
