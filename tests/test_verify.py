@@ -50,6 +50,9 @@ def test_margin_and_flagged_models(red_classifier, red_scene):
     # a model that did not flag the original only has to keep calling it safe
     lenient = verify([red_classifier], partly, margin=0.49, perturbations=["jpeg"], flagged=[])
     assert lenient.passed == all(v <= 0.5 for v in lenient.unsafe_probabilities["red-detector"].values())
+    # but it does have to: on the square left visible it fails, at its bar of 1 - threshold
+    unflagged = verify([red_classifier], image, margin=0.49, perturbations=["jpeg"], flagged=[])
+    assert not unflagged.passed and unflagged.required["red-detector"] == pytest.approx(0.5)
     assert set(strict.unsafe_probabilities["red-detector"]) == {"output", "jpeg"}
 
 
