@@ -80,11 +80,43 @@ def test_a_model_that_fails_never_lets_an_image_pass_as_safe(red_classifier, pho
     guard = Safeguard([red_classifier, FixedDetector.build(error=RuntimeError("out of memory"))], attributes=())
     with pytest.raises(RuntimeError, match="out of memory"):
         guard.scan(photo)
-    try:
-        outcomes = guard.scan_many([photo, photo[::-1].copy()])
-    except RuntimeError:
-        outcomes = []
-    assert not [o for o in outcomes if isinstance(o, ScanResult)]
+    outcomes = guard.scan_many([photo, photo[::-1].copy()])
+    assert all(isinstance(o, RuntimeError) and "out of memory" in str(o) for o in outcomes), outcomes
+
+
+def test_a_model_failing_on_one_image_fails_that_image_only(red_classifier, photo):
+    """A model that gives NaN (or raises) on one image of a batch fails that image with a one-line
+    :class:`ModelError` naming the image and the model; the batch's other images are scanned as
+    they would be alone, and no NaN reaches a result (the JSON would carry it as null)."""
+    import torch
+    from torch import nn
+
+    from safeview.classify import Classifier, Preprocess
+    from safeview.errors import ModelError
+
+    class NanOnWhite(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            logits = self.fc(x.mean(dim=(2, 3)))
+            white = x.mean(dim=(1, 2, 3)) > 0.99
+            return torch.where(white[:, None], torch.full_like(logits, float("nan")), logits)
+
+    picky = Classifier.from_module(NanOnWhite(), ["safe", "unsafe"], ["unsafe"], name="picky", category="sexual",
+                                   preprocess=Preprocess(resize=(32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
+    white = np.full((64, 64, 3), 255, np.uint8)
+    guard = Safeguard([red_classifier, picky], attributes=())
+    outcomes = guard.scan_many([photo, white, photo[::-1].copy()])
+    assert isinstance(outcomes[1], ModelError)
+    assert "picky" in str(outcomes[1]) and "NaN" in str(outcomes[1]) and "\n" not in str(outcomes[1])
+    for got, image in ((outcomes[0], photo), (outcomes[2], photo[::-1].copy())):
+        alone = guard.scan(image)
+        assert isinstance(got, ScanResult) and got.verdict == alone.verdict
+        assert np.isfinite([c.unsafe_probability for c in got.categories]).all()
+    with pytest.raises(ModelError, match="picky"):
+        guard.scan(white)
 
 
 def test_bad_configuration(red_classifier):

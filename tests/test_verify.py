@@ -180,10 +180,21 @@ def test_known_results_with_other_perturbations_are_not_reused(red_classifier, p
 
 def test_a_model_that_gives_no_number_fails_verification(photo):
     """A model whose probabilities come out NaN (an overflow, a broken export) has not called the
-    output safe: every check of it fails, early or not, as no number is at most the bar."""
+    output safe: every check of it fails, early or not, as no number is at most the bar. (A
+    :class:`Classifier` refuses to return NaN at all; this is verify's own guard, for any model
+    object with ``predict_proba``.)"""
     from scenes import FixedDetector
 
-    broken = FixedDetector.build((float("nan"), float("nan")), name="broken")
+    fixed = FixedDetector.build((0.0, 0.0), name="broken")
+
+    class Broken:
+        name, device = fixed.name, fixed.device
+        unsafe_probability = fixed.unsafe_probability
+
+        def predict_proba(self, images):
+            return np.full((len(images), 2), np.nan, np.float32)
+
+    broken = Broken()
     for early in (False, True):
         result = verify([broken], photo, perturbations=["jpeg", "mirror"], early=early)
         assert not result.passed and "broken/output" in result.failures(), early

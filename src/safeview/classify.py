@@ -265,7 +265,14 @@ class Classifier:
             out.append(np.stack([memo[key] for key in keys]))
         if not out:
             return np.zeros((0, len(self.labels)), np.float32)
-        return np.concatenate(out).astype(np.float32)
+        probabilities = np.concatenate(out).astype(np.float32)
+        if not np.isfinite(probabilities).all():  # a NaN would pass every threshold test as "not above" and reach the JSON as null
+            bad = int((~np.isfinite(probabilities).all(axis=1)).sum())
+            raise ModelError(
+                f"{self.name}: gave NaN or infinite probabilities for {bad} of {len(probabilities)} inputs; "
+                "its weights or export are broken, retrain or re-export it"
+            )
+        return probabilities
 
     def remember(self, x: "torch.Tensor", logits: "torch.Tensor") -> None:
         """Record the :meth:`logits` of the preprocessed batch ``x`` that another forward (an

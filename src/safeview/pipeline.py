@@ -24,6 +24,7 @@ from . import __version__
 from .attributes import SECOND_OPINION_COPIES, SecondOpinion, add_findings, detect, second_opinion
 from .classify import Classifier, load_model_set, remembered
 from .config import ConfigError, ScanConfig
+from .errors import ModelError
 from .counterfactual import cse
 from .images import LoadedImage, as_rgb_array, full_mask, load_image_info, working_copy
 from .protect import ProtectedRegion, kept_shares, resolve as resolve_protection, union as protection_union, working_protection
@@ -149,23 +150,48 @@ class Safeguard:
                     raise
                 loaded.append(exc)
             load_seconds.append(time.perf_counter() - t)
+        def failed(item: LoadedImage, exc: Exception) -> Exception:
+            if not return_exceptions:
+                raise exc
+            log.debug("%s: scan failed", item.source, exc_info=exc)
+            if isinstance(exc, ModelError) and item.source not in str(exc):  # the one line names the image too
+                return ModelError(f"{item.source}: {exc}")
+            return exc
+
         with remembered(self.classifiers):  # no input is forwarded twice by the same model within these scans
             t = time.perf_counter()
-            loaded = [self._most_unsafe_frame(item) if isinstance(item, LoadedImage) else item for item in loaded]
+            for i, item in enumerate(loaded):
+                if isinstance(item, LoadedImage):
+                    try:
+                        loaded[i] = self._most_unsafe_frame(item)
+                    except Exception as exc:
+                        loaded[i] = failed(item, exc)
             ok = [item for item in loaded if isinstance(item, LoadedImage)]
-            categories = iter(self._classify([item.array for item in ok]))
+            try:
+                verdicts: list = self._classify([item.array for item in ok])
+            except Exception as exc:  # one image a model fails on must not fail the others: each on its own
+                if not return_exceptions:
+                    raise
+                verdicts = []
+                for item in ok:
+                    try:
+                        verdicts.extend(self._classify([item.array]))
+                    except Exception as one:
+                        verdicts.append(failed(item, one))
+            categories = iter(verdicts)
             classify_share = (time.perf_counter() - t) / max(1, len(ok))
             for item, seconds, regions in zip(loaded, load_seconds, protect or [None] * len(loaded)):
                 if isinstance(item, Exception):
                     yield item
                     continue
+                verdict = next(categories)
+                if isinstance(verdict, Exception):
+                    yield verdict
+                    continue
                 try:
-                    yield self._explain(item, next(categories), {"load": seconds, "classify": classify_share}, regions)
+                    yield self._explain(item, verdict, {"load": seconds, "classify": classify_share}, regions)
                 except Exception as exc:
-                    if not return_exceptions:
-                        raise
-                    log.debug("%s: scan failed", item.source, exc_info=True)
-                    yield exc
+                    yield failed(item, exc)
 
     def _most_unsafe_frame(self, loaded: LoadedImage) -> LoadedImage:
         """An animated image as the frame of its sampled ones (``LoadedImage.samples``, the first
