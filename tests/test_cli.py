@@ -377,3 +377,16 @@ def test_scan_image_limits_are_options_and_their_errors_name_them(tmp_path):
     result = runner.invoke(app, ["scan", str(wide), "--out", str(tmp_path / "ok"), "--models", "demo", "--attributes", "none",
                                  "--max-decoded-mb", "2", "--max-aspect", "3"])
     assert result.exit_code in (0, 1) and "error:" not in result.output, result.output
+
+
+def test_tiles_option_classifies_every_image_in_its_tiles_too(tmp_path):
+    """``--tiles`` reaches the scan: each result records the tiles its image was classified in (9 for
+    a square one), and a scan without it records none."""
+    from safeview.synth import make_background
+
+    path = tmp_path / "square.png"
+    Image.fromarray(make_background(seed=5, size=288)).save(path)
+    for flags, tiles in (([], 0), (["--tiles"], 9)):
+        result = runner.invoke(app, ["scan", str(path), "--out", str(tmp_path / f"o{tiles}"), *FAST, "--attributes", "none", "--json", *flags])
+        assert result.exit_code in (0, 1), result.output
+        assert json.loads(result.stdout.splitlines()[0])["input"]["tiles"] == tiles

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from safeview.windows import MAX_WINDOWS, WINDOW_ASPECT, Windowed, window_boxes
+from safeview.windows import MAX_TILES, MAX_WINDOWS, MIN_TILE, WINDOW_ASPECT, Windowed, tile_boxes, view_boxes, window_boxes
 
 
 @pytest.mark.parametrize("shape", [(96, 480), (480, 96), (12, 384), (90, 160), (100, 151), (7, 4000)])
@@ -42,3 +42,58 @@ def test_focus_is_the_window_that_holds_the_content(red_classifier, red_scene, p
     columns = np.flatnonzero(truth.any(axis=0)) + 2 * photo.shape[1]
     assert x0 <= columns.min() and columns.max() < x1 and (y0, y1) == (0, wide.shape[0])
     assert Windowed(red_classifier).focus(image) is None
+
+
+@pytest.mark.parametrize("shape", [(288, 288), (128, 200), (1080, 1920), (300, 1000), (3000, 4000), (127, 127)])
+def test_tiles_cover_the_image_at_half_its_short_side_and_stay_few(shape):
+    boxes = tile_boxes(shape)
+    h, w = shape
+    assert 4 <= len(boxes) <= MAX_TILES
+    covered = np.zeros(shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        assert x1 - x0 == y1 - y0 and MIN_TILE <= x1 - x0 < min(h, w)  # squares, smaller than the whole
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    assert len(tile_boxes((288, 288))) == 9 and tile_boxes((288, 288))[0] == (0, 0, 144, 144)
+
+
+@pytest.mark.parametrize("shape", [(96, 96), (126, 126), (60, 400), (100, 3200), (1, 1)])
+def test_no_tiles_below_the_smallest_side_or_at_the_windows_scale(shape):
+    assert tile_boxes(shape) == []
+    assert view_boxes(shape, tiles=True) == window_boxes(shape)
+
+
+def collage(cell: np.ndarray, photo: np.ndarray, where: int = 4) -> np.ndarray:
+    """A 3×3 collage of ``photo`` variants with ``cell`` as cell ``where`` (row-major)."""
+    variants = [photo, photo[:, ::-1], photo[::-1], photo[::-1, ::-1]]
+    cells = [variants[k % 4] for k in range(9)]
+    cells[where] = cell
+    return np.ascontiguousarray(np.concatenate([np.concatenate(cells[r * 3 : r * 3 + 3], axis=1) for r in range(3)], axis=0))
+
+
+def test_a_collage_cell_missed_whole_is_found_hidden_and_verified_with_tiles(red_classifier, red_scene, photo):
+    """The stand-in as one cell of a 3×3 collage shrinks below what the whole-image model sees, so
+    without tiles the scan calls the collage safe (the limitation ``--tiles`` answers); with tiles
+    the scan flags it, CSE hides it, the output is verified in every tile, and the other cells stay
+    bit-identical."""
+    from safeview.pipeline import Safeguard
+
+    image, truth = red_scene
+    big = collage(image, photo, where=5)
+    n = photo.shape[0]
+    placed = np.zeros(big.shape[:2], bool)
+    placed[n : 2 * n, 2 * n : 3 * n] = truth
+    assert red_classifier.predict_proba(big[None])[0][1] < 0.5
+    assert Safeguard([red_classifier], attributes=()).scan(big).verdict == "safe"
+    result = Safeguard([red_classifier], attributes=(), tiles=True).scan(big)
+    assert result.verdict == "unsafe" and result.input.tiles == 9 and result.input.windows == 0
+    assert result.output_status == "verified"
+    mask = result.mask.to_mask()
+    assert mask[placed].mean() > 0.95  # the stand-in is hidden
+    assert mask[: n, :].sum() == 0 and mask[2 * n :, :].sum() == 0  # the collage's other rows untouched
+    tiled = Windowed(red_classifier, tiles=True)
+    assert tiled.predict_proba(big[None])[0][1] > 0.9
+    x0, y0, x1, y1 = tiled.focus(big)
+    ys, xs = np.nonzero(placed)
+    assert x0 <= xs.min() and xs.max() < x1 and y0 <= ys.min() and ys.max() < y1

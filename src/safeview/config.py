@@ -50,7 +50,10 @@ class ScanConfig(BaseModel):
     resolution, where the output is obfuscated and verified; None: always full resolution); ``report_originals`` whether the HTML
     report may hold full-resolution originals (``none`` by default: blurred thumbnails only);
     ``protect_faces`` whether faces the built-in detector finds on flagged images are protected
-    regions (:mod:`safeview.protect`: kept visible unless the content cannot be hidden otherwise).
+    regions (:mod:`safeview.protect`: kept visible unless the content cannot be hidden otherwise);
+    ``tiles`` whether every image is also classified, searched and verified in overlapping tiles
+    (:func:`safeview.windows.tile_boxes`), so content in a small part of it is seen, at the cost of
+    more forwards and, on models not trained on crops, more false positives.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -77,6 +80,7 @@ class ScanConfig(BaseModel):
     working_side: int | None = Field(WORKING_SIDE, ge=64)
     report_originals: Literal["none", "full"] = "none"
     protect_faces: bool = False
+    tiles: bool = False
 
     @field_validator("models")
     @classmethod

@@ -43,7 +43,7 @@ from .schema import (
     Versions,
 )
 from .verify import verify
-from .windows import Windowed, window_boxes, windowed
+from .windows import Windowed, tile_boxes, window_boxes, windowed
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class Safeguard:
             return loaded
         worst = np.zeros(len(candidates))
         for clf in self.classifiers:
-            worst = np.maximum(worst, clf.unsafe_probability(Windowed(clf).predict_proba([a for _, _, a in candidates])))
+            worst = np.maximum(worst, clf.unsafe_probability(Windowed(clf, self.scan_config.tiles).predict_proba([a for _, _, a in candidates])))
         k = int(np.argmax(worst))  # ties keep the first frame as composited
         if k == 0:
             return loaded
@@ -213,10 +213,11 @@ class Safeguard:
 
     def _classify(self, images: list[np.ndarray]) -> list[list[CategoryResult]]:
         """Every model's verdict on every image, one batched forward per model (an elongated image's
-        windows in it too: its probabilities are those of the most unsafe, :mod:`safeview.windows`)."""
+        windows in it too, and with ``tiles`` its tiles: its probabilities are those of the most
+        unsafe view, :mod:`safeview.windows`)."""
         per_image: list[list[CategoryResult]] = [[] for _ in images]
         for clf in self.classifiers:
-            probs = Windowed(clf).predict_proba(images) if images else np.zeros((0, len(clf.labels)))
+            probs = Windowed(clf, self.scan_config.tiles).predict_proba(images) if images else np.zeros((0, len(clf.labels)))
             p_unsafe = clf.unsafe_probability(probs) if images else []
             for cats, row, p in zip(per_image, probs, p_unsafe):
                 cats.append(
@@ -258,7 +259,7 @@ class Safeguard:
         # CSE runs on a working copy of at most working_side pixels a side; its masks are mapped back
         work = working_copy(image, self.scan_config.working_side)
         current, union = work, np.zeros(work.shape[:2], bool)
-        models = windowed(self.classifiers, image.shape)  # an elongated image is searched and verified in its windows too
+        models = windowed(self.classifiers, image.shape, self.scan_config.tiles)  # searched and verified in its windows (tiles) too
         pairs = list(zip(models, categories))
         flagged = sorted((pair for pair in pairs if pair[1].unsafe), key=lambda pair: -pair[1].unsafe_probability)
         t = time.perf_counter()
@@ -395,6 +396,7 @@ class Safeguard:
                 frame_gap=loaded.frame_gap,
                 rendering=loaded.rendering,
                 windows=len(window_boxes(loaded.array.shape)),
+                tiles=len(tile_boxes(loaded.array.shape)) if self.scan_config.tiles else 0,
             ),
             verdict=verdict,
             attributes=AttributeReportModel.from_report(found) if found is not None else None,

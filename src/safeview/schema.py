@@ -82,6 +82,9 @@ class InputInfo(BaseModel):
                                           "content shown for more frames in a row than this was seen")
     windows: int = Field(0, description="windows along the long side an elongated image (over 1.5:1) was also classified, searched and "
                                         "verified in (each model's probabilities are those of the most unsafe view); 0 for others")
+    tiles: int = Field(0, description="with --tiles, the overlapping square tiles of half the short side the image was also classified, "
+                                      "searched and verified in, so content filling a small part of it (one cell of a collage) is seen; "
+                                      "0 without --tiles or when a tile would be under 64 px")
     rendering: Literal["onto white", "onto black", "alpha dropped"] | None = Field(
         None, description="for an image with transparent pixels, classified composited onto white, onto black and with its alpha "
                           "dropped: the rendering scanned when it was not the default (composited onto white), because the models found it "
