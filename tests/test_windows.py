@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from safeview.windows import MAX_TILES, MAX_WINDOWS, MIN_TILE, WINDOW_ASPECT, Windowed, tile_boxes, view_boxes, window_boxes
+from safeview.windows import (
+    CONTENT_SHARE, MAX_TILES, MAX_WINDOWS, MIN_TILE, WINDOW_ASPECT, Windowed, content_box, tile_boxes, view_boxes, window_boxes,
+)
 
 
 @pytest.mark.parametrize("shape", [(96, 480), (480, 96), (12, 384), (90, 160), (100, 151), (7, 4000)])
@@ -61,7 +63,8 @@ def test_tiles_cover_the_image_at_half_its_short_side_and_stay_few(shape):
 @pytest.mark.parametrize("shape", [(96, 96), (126, 126), (60, 400), (100, 3200), (1, 1)])
 def test_no_tiles_below_the_smallest_side_or_at_the_windows_scale(shape):
     assert tile_boxes(shape) == []
-    assert view_boxes(shape, tiles=True) == window_boxes(shape)
+    noise = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)  # no uniform border
+    assert view_boxes(noise, tiles=True) == window_boxes(shape)
 
 
 def collage(cell: np.ndarray, photo: np.ndarray, where: int = 4) -> np.ndarray:
@@ -97,3 +100,61 @@ def test_a_collage_cell_missed_whole_is_found_hidden_and_verified_with_tiles(red
     x0, y0, x1, y1 = tiled.focus(big)
     ys, xs = np.nonzero(placed)
     assert x0 <= xs.min() and xs.max() < x1 and y0 <= ys.min() and ys.max() < y1
+
+
+def on_canvas(image: np.ndarray, side: int, colour, at: tuple[int, int]) -> np.ndarray:
+    canvas = np.empty((side, side, 3), np.uint8)
+    canvas[:] = colour
+    y, x = at
+    canvas[y : y + image.shape[0], x : x + image.shape[1]] = image
+    return canvas
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (0, 0, 0), (90, 140, 200)])
+def test_content_box_is_the_image_inside_a_flat_canvas(photo, colour):
+    """Framed on a flat canvas, the photo's own box is found exactly, and still within a JPEG
+    block of it once the canvas is JPEG-compressed (the noise around the photo is not a border)."""
+    import io
+
+    from PIL import Image
+
+    canvas = on_canvas(photo, 288, colour, at=(40, 150))
+    assert content_box(canvas) == (150, 40, 246, 136)
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="JPEG", quality=75)
+    x0, y0, x1, y1 = content_box(np.asarray(Image.open(buffer)))
+    assert 150 - 8 <= x0 <= 150 and 40 - 8 <= y0 <= 40 and 246 <= x1 <= 246 + 8 and 136 <= y1 <= 136 + 8
+
+
+def test_content_box_is_none_without_borders_worth_a_view(photo):
+    assert content_box(photo) is None  # no uniform border
+    assert content_box(np.full((200, 200, 3), 7, np.uint8)) is None  # nothing inside
+    bars = np.zeros((100, 96, 3), np.uint8)
+    bars[2:98] = photo  # two-pixel letterbox bars: the box holds over CONTENT_SHARE of the image
+    assert (96 * 96) / (100 * 96) > CONTENT_SHARE and content_box(bars) is None
+    letterbox = np.zeros((160, 96, 3), np.uint8)
+    letterbox[32:128] = photo
+    assert content_box(letterbox) == (0, 32, 96, 128)
+    speck = on_canvas(photo[:20, :20], 288, (255, 255, 255), at=(100, 100))
+    assert content_box(speck) is None  # under MIN_CONTENT a side: upscaling, not detail
+
+
+def test_a_stand_in_framed_small_on_a_canvas_is_found_and_hidden_by_default(red_classifier, red_scene):
+    """The cheapest way to shrink content past a model's notice, a flat canvas around it, is caught
+    without --tiles: the scan classifies the image inside its borders too, flags it, hides the
+    stand-in there and verifies the output in that view; the canvas stays bit-identical beyond the
+    mask's few pixels of dilation."""
+    from safeview.pipeline import Safeguard
+
+    image, truth = red_scene
+    canvas = on_canvas(image, 320, (255, 255, 255), at=(112, 200))
+    placed = np.zeros(canvas.shape[:2], bool)
+    placed[112 : 112 + 96, 200 : 200 + 96] = truth
+    assert red_classifier.predict_proba(canvas[None])[0][1] < 0.5  # missed whole
+    result = Safeguard([red_classifier], attributes=()).scan(canvas)
+    assert result.verdict == "unsafe" and result.input.content_box == (200, 112, 296, 208) and result.input.tiles == 0
+    assert result.output_status == "verified"
+    mask = result.mask.to_mask()
+    near = np.zeros(canvas.shape[:2], bool)
+    near[112 - 4 : 208 + 4, 200 - 4 : 296 + 4] = True
+    assert mask[placed].mean() > 0.95 and not mask[~near].any()

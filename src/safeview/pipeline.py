@@ -43,7 +43,7 @@ from .schema import (
     Versions,
 )
 from .verify import verify
-from .windows import Windowed, tile_boxes, window_boxes, windowed
+from .windows import Windowed, content_box, tile_boxes, window_boxes, windowed
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class Safeguard:
         # CSE runs on a working copy of at most working_side pixels a side; its masks are mapped back
         work = working_copy(image, self.scan_config.working_side)
         current, union = work, np.zeros(work.shape[:2], bool)
-        models = windowed(self.classifiers, image.shape, self.scan_config.tiles)  # searched and verified in its windows (tiles) too
+        models = windowed(self.classifiers, self.scan_config.tiles)  # each candidate and copy classified in its views too
         pairs = list(zip(models, categories))
         flagged = sorted((pair for pair in pairs if pair[1].unsafe), key=lambda pair: -pair[1].unsafe_probability)
         t = time.perf_counter()
@@ -396,6 +396,7 @@ class Safeguard:
                 frame_gap=loaded.frame_gap,
                 rendering=loaded.rendering,
                 windows=len(window_boxes(loaded.array.shape)),
+                content_box=content_box(loaded.array),
                 tiles=len(tile_boxes(loaded.array.shape)) if self.scan_config.tiles else 0,
             ),
             verdict=verdict,

@@ -82,6 +82,9 @@ class InputInfo(BaseModel):
                                           "content shown for more frames in a row than this was seen")
     windows: int = Field(0, description="windows along the long side an elongated image (over 1.5:1) was also classified, searched and "
                                         "verified in (each model's probabilities are those of the most unsafe view); 0 for others")
+    content_box: tuple[int, int, int, int] | None = Field(
+        None, description="[x0, y0, x1, y1], end-exclusive: the box inside the image's uniform borders (a flat canvas, letterbox bars) "
+                          "it was also classified, searched and verified in, so content framed small on a canvas is seen; None without such borders")
     tiles: int = Field(0, description="with --tiles, the overlapping square tiles of half the short side the image was also classified, "
                                       "searched and verified in, so content filling a small part of it (one cell of a collage) is seen; "
                                       "0 without --tiles or when a tile would be under 64 px")

@@ -5,6 +5,11 @@ windows along its long side, and its unsafe probability is the highest of the wh
 windows — in the scan's verdict, in CSE's search and in verification alike (:class:`Windowed`), so
 an output called safe is safe in every window too.
 
+The cheapest way to shrink content, a flat canvas or letterbox bars around it, costs one more
+forward: an image with uniform borders is also classified inside them (:func:`content_box`). Of the
+stand-ins the demo models flag at 224², centred on a flat canvas of twice the side, half were still
+flagged whole; of three times, 15-19 % (bench/windows.py).
+
 The same squashing hides content that fills only a small part of any image: a stand-in the demo
 models flag alone is still flagged as one cell of a 2×2 collage of benign photos (a square image)
 in 38 % of cases, of a 3×3 in 9 % (bench/windows.py). With ``tiles`` (``--tiles``), every image
@@ -39,6 +44,14 @@ MAX_WINDOWS = 8
 MAX_TILES = 16
 #: the smallest tile side, in pixels: a smaller one is mostly upscaling, not detail the whole image lacks
 MIN_TILE = 64
+#: how far apart (0-255, in any channel) the pixels of a row or column may lie for it to be a uniform
+#: border: a flat colour, JPEG noise on it included
+BORDER_TOLERANCE = 24
+#: an image's content box is a view only when it holds at most this share of the image; then the
+#: content is shrunk by at least a tenth a side in the whole image
+CONTENT_SHARE = 0.8
+#: the smallest content box side, in pixels, that is a view
+MIN_CONTENT = 32
 
 
 def window_boxes(shape: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
@@ -79,10 +92,37 @@ def tile_boxes(shape: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
     return [(int(x), int(y), int(x) + side, int(y) + side) for y in ys for x in xs]
 
 
-def view_boxes(shape: tuple[int, ...], tiles: bool = False) -> list[tuple[int, int, int, int]]:
-    """Every box an image of ``shape`` is classified in besides the whole: its windows, then (with
-    ``tiles``) its tiles."""
-    return [*window_boxes(shape), *(tile_boxes(shape) if tiles else [])]
+def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box ``(x0, y0, x1, y1)`` of ``image`` inside its uniform borders (rows and columns whose
+    pixels all lie within :data:`BORDER_TOLERANCE` of each other: a flat canvas, letterbox bars),
+    or None when there are none worth a view: the box holds more than :data:`CONTENT_SHARE` of the
+    image, is under :data:`MIN_CONTENT` pixels a side, or nothing is left inside."""
+    a = np.asarray(image)
+    a = a[..., None] if a.ndim == 2 else a
+    h, w = a.shape[:2]
+
+    def busy(lines: np.ndarray, axis: int) -> np.ndarray:
+        return (lines.max(axis=axis).astype(np.int16) - lines.min(axis=axis)).max(axis=-1) > BORDER_TOLERANCE
+
+    if h < 2 or w < 2 or all(busy(a[edge], 0) for edge in ((0,), (-1,), (slice(None), 0), (slice(None), -1))):
+        return None  # no edge line is uniform: no border (most photos end here, after four lines)
+    rows = busy(a, 1)
+    if not rows.any():
+        return None
+    y0, y1 = int(np.argmax(rows)), h - int(np.argmax(rows[::-1]))
+    cols = busy(a[y0:y1], 0)
+    x0, x1 = int(np.argmax(cols)), w - int(np.argmax(cols[::-1]))
+    if min(x1 - x0, y1 - y0) < MIN_CONTENT or (x1 - x0) * (y1 - y0) > CONTENT_SHARE * h * w:
+        return None
+    return x0, y0, x1, y1
+
+
+def view_boxes(image: np.ndarray, tiles: bool = False) -> list[tuple[int, int, int, int]]:
+    """Every box ``image`` is classified in besides the whole: its :func:`content_box`, its
+    windows, then (with ``tiles``) its tiles."""
+    shape = np.shape(image)
+    inside = content_box(image)
+    return [*([inside] if inside else []), *window_boxes(shape), *(tile_boxes(shape) if tiles else [])]
 
 
 def _views(image: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
@@ -91,8 +131,8 @@ def _views(image: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[np
 
 
 class Windowed:
-    """A classifier whose prediction for an elongated image is the row of the most unsafe of the
-    whole image and its :func:`window_boxes` (and, with ``tiles``, its :func:`tile_boxes`; the whole
+    """A classifier whose prediction for an image is the row of the most unsafe of the whole image
+    and its :func:`view_boxes` (its content box, windows and, with ``tiles``, tiles; the whole
     image's row where none is more unsafe), and which says which view that is (:meth:`focus`, where
     CSE computes its attribution); everything else — labels, the module, the runtime — is the
     wrapped classifier's."""
@@ -107,7 +147,7 @@ class Windowed:
     def focus(self, image: np.ndarray) -> tuple[int, int, int, int] | None:
         """The box of the window of ``image`` the classifier finds most unsafe, or None when that is
         the whole image (CSE's attribution is computed there: the whole image's map is squashed too)."""
-        boxes = view_boxes(np.shape(image), self.tiles)
+        boxes = view_boxes(image, self.tiles)
         if not boxes:
             return None
         k = int(np.argmax(self.classifier.unsafe_probability(self.classifier.predict_proba(_views(image, boxes)))))
@@ -117,7 +157,7 @@ class Windowed:
         images = list(images)
         views, owners = [], []
         for i, image in enumerate(images):
-            mine = _views(image, view_boxes(np.shape(image), self.tiles))
+            mine = _views(image, view_boxes(image, self.tiles))
             views.extend(mine)
             owners.extend([i] * len(mine))
         if len(views) == len(images):
@@ -134,8 +174,7 @@ class Windowed:
     __call__ = predict_proba
 
 
-def windowed(classifiers: Iterable["Classifier"], shape: tuple[int, ...], tiles: bool = False) -> list[Any]:
-    """``classifiers`` as :class:`Windowed` for an image of ``shape`` that has windows (or, with
-    ``tiles``, tiles), else as they are."""
-    classifiers = list(classifiers)
-    return [Windowed(c, tiles) for c in classifiers] if view_boxes(shape, tiles) else classifiers
+def windowed(classifiers: Iterable["Classifier"], tiles: bool = False) -> list[Windowed]:
+    """``classifiers`` as :class:`Windowed`: each image they classify (a search's candidates, an
+    output's re-upload copies) is also classified in its own views; one without any, as it is."""
+    return [Windowed(c, tiles) for c in classifiers]
