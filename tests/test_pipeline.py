@@ -556,6 +556,8 @@ def test_content_hidden_under_transparent_pixels_is_not_passed_as_safe(red_class
     Image.fromarray(np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)]), "RGBA").save(opaque)
     plain = Safeguard([red_classifier]).scan(opaque)
     assert plain.verdict == "safe" and plain.input.rendering is None
+    in_memory = Safeguard([red_classifier]).scan(np.dstack([image, np.where(truth, 0, 255).astype(np.uint8)]))
+    assert in_memory.verdict == "unsafe" and in_memory.input.rendering == "alpha dropped"  # the library API, the same
 
 
 def test_content_only_in_a_later_frame_of_an_animation_is_not_passed_as_safe(red_classifier, red_scene, photo, tmp_path):

@@ -343,6 +343,26 @@ def load_image(source: str | os.PathLike | bytes, **limits) -> np.ndarray:
 
 def as_rgb_array(image: np.ndarray) -> np.ndarray:
     """Validate an in-memory image: H×W (gray) or H×W×3/4 uint8 becomes H×W×3 uint8 RGB."""
+    return load_array(image).array
+
+
+def load_array(image: np.ndarray) -> LoadedImage:
+    """An in-memory image (:func:`as_rgb_array`'s shapes) as a :class:`LoadedImage` whose sha256 is
+    of its RGB pixels; an H×W×4 one with transparent pixels also gets the other renderings a file
+    with them gets (``views``), so a scan of the array sees what transparency would hide."""
+    import hashlib
+
+    array = _checked_array(image)
+    if array.shape[2] == 4:
+        rgba = Image.fromarray(array, "RGBA")
+        rgb = _to_rgb(rgba, BACKGROUND)
+        views = tuple((0, name, view) for name, view in _transparent_views(rgba, BACKGROUND))
+        return LoadedImage(rgb, hashlib.sha256(rgb.tobytes()).hexdigest(), "array", "RGBA", 1, "<array>", views=views)
+    return LoadedImage(array, hashlib.sha256(array.tobytes()).hexdigest(), "array", "RGB", 1, "<array>")
+
+
+def _checked_array(image: np.ndarray) -> np.ndarray:
+    """``image`` as H×W×3 or H×W×4 uint8, or a one-line :class:`ImageError`."""
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ImageError(f"in-memory image has dtype {array.dtype}; pass uint8 RGB")
@@ -350,8 +370,6 @@ def as_rgb_array(image: np.ndarray) -> np.ndarray:
         array = np.repeat(array[..., None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4) or 0 in array.shape[:2]:
         raise ImageError(f"in-memory image has shape {array.shape}; pass H×W×3 uint8 RGB")
-    if array.shape[2] == 4:
-        return _to_rgb(Image.fromarray(array, "RGBA"), BACKGROUND)
     return np.ascontiguousarray(array)
 
 

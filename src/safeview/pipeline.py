@@ -26,7 +26,7 @@ from .classify import Classifier, load_model_set, remembered
 from .config import ConfigError, ScanConfig
 from .errors import ModelError
 from .counterfactual import cse
-from .images import LoadedImage, as_rgb_array, full_mask, load_image_info, working_copy
+from .images import LoadedImage, full_mask, load_array, load_image_info, working_copy
 from .protect import ProtectedRegion, kept_shares, resolve as resolve_protection, union as protection_union, working_protection
 from .rationale import rationale as make_rationale
 from .schema import (
@@ -484,8 +484,5 @@ def _load(source: str | os.PathLike | bytes | np.ndarray | LoadedImage, config: 
     if isinstance(source, LoadedImage):
         return source
     if isinstance(source, np.ndarray):
-        import hashlib
-
-        array = as_rgb_array(source)
-        return LoadedImage(array, hashlib.sha256(array.tobytes()).hexdigest(), "array", "RGB", 1, "<array>")
+        return load_array(source)
     return load_image_info(source, **config.image_limits)
