@@ -517,3 +517,27 @@ def test_hide_mode_extends_the_search_while_verification_fails(red_classifier, p
     assert result.found and not result.search.mask[corners].all()  # the search left a patch
     assert result.verified and result.mask[square | corners].all()
     assert len(result.regions) > len(result.search.regions) > 1
+
+
+def test_verifiers_must_call_the_output_safe_with_the_margin_too(red_classifier, red_scene):
+    """``cse(verifiers=…)``: other models that flagged the image must also put the output at most
+    ``1 - threshold - margin``. A verifier at 0.4 unsafe on every image (below the flip threshold,
+    above the margin's bar) leaves the output not verified, and says so; without it, or with one
+    that calls everything safe, the same search is verified."""
+    import math
+
+    from safeview.counterfactual import CSEConfig, cse
+    from scenes import FixedDetector
+
+    image, truth = red_scene
+    config = CSEConfig(segmentation="slic", segmentation_params={"n_segments": 60, "compactness": 10})
+    alone = cse(red_classifier, image, config=config)
+    assert alone.verified and alone.mask[truth].mean() > 0.9
+    lukewarm = FixedDetector.build((0.0, math.log(0.4 / 0.6)), name="lukewarm", category="cyberbullying")
+    held = cse(red_classifier, image, config=config, verifiers=[lukewarm])
+    assert not held.verified and held.verification.required["lukewarm"] == pytest.approx(0.2)
+    assert any(f.startswith("lukewarm/") for f in held.verification.failures())
+    calm = FixedDetector.build((3.0, -3.0), name="calm", category="cyberbullying")
+    agreed = cse(red_classifier, image, config=config, verifiers=[calm])
+    assert agreed.verified and "calm" in agreed.verification.unsafe_probabilities
+    assert np.array_equal(agreed.mask, alone.mask)
