@@ -4,6 +4,7 @@ not grow with the number of inputs."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,6 +95,32 @@ def test_force_in_a_copied_folder_leaves_the_first_folders_files(red_classifier,
     ScanRun(tmp_path / "copy", force=True)
     assert sorted(p for p in (tmp_path / "first").rglob("*") if p.is_file()) == first_files
     assert not (tmp_path / "copy" / "results.jsonl").exists()
+
+
+def test_force_deletes_only_files_where_a_scan_writes_them(red_classifier, red_scene, tmp_path):
+    """--force removes the earlier run's outputs, but a hand-edited or hostile results.jsonl that
+    names other files inside the folder (an original kept beside the results, a user's notes, a
+    file in a subfolder) cannot have it delete them: only the places a scan writes are removed."""
+    src = tmp_path / "out" / "originals" / "scene.png"
+    src.parent.mkdir(parents=True)
+    Image.fromarray(red_scene[0]).save(src)
+    with ScanRun(tmp_path / "out") as run:
+        record = run.record(src, Safeguard([red_classifier], attributes=()).scan(src))
+    ours = [Path(location) for location in record["outputs"].values()]
+    assert ours and all(p.is_file() for p in ours)
+    keep = {src: src.read_bytes()}
+    for name, data in (("notes.txt", b"mine"), ("photo.jpg", b"\xff\xd8"), ("assets/logo.svg", b"<svg/>"), ("sub/a.json", b"{}")):
+        path = tmp_path / "out" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        keep[path] = data
+    forged = dict(record, outputs={**record["outputs"], **{f"view.{i}": str(p) for i, p in enumerate(keep)},
+                                   "json": str(tmp_path / "out" / "sub" / "a.json"), "obfuscated": str(src)})
+    with open(tmp_path / "out" / "results.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(forged) + "\n")
+    ScanRun(tmp_path / "out", force=True)
+    assert all(path.read_bytes() == data for path, data in keep.items())
+    assert not any(p.exists() for p in ours) and not (tmp_path / "out" / "results.jsonl").exists()
 
 
 def test_resume_scans_again_an_input_whose_bytes_changed(red_classifier, red_scene, photo, tmp_path):

@@ -92,6 +92,18 @@ class FolderStore:
 
 
 RESULTS = "results.jsonl"
+#: where a scan writes each kind of output inside its folder: (folder parts, name endings)
+_OUTPUT_PLACES = {"json": ((), (".json",)), "obfuscated": ((), (".safe.png", ".not-verified.png"))}
+_VIEW_PLACE = (("assets",), (".png", ".jpg"))
+
+
+def _is_output(root: Path, kind: str, target: Path) -> bool:
+    """Whether ``target`` is where a scan into ``root`` writes an output of ``kind``."""
+    folders, endings = _VIEW_PLACE if kind.startswith("view.") else _OUTPUT_PLACES.get(kind, (None, ()))
+    if folders is None or root not in target.parents:
+        return False
+    parts = target.relative_to(root).parts
+    return parts[:-1] == folders and parts[-1].endswith(endings) and not parts[-1].startswith(".")
 REPORT = "report.html"
 
 
@@ -119,13 +131,15 @@ class ScanRun:
         self._handle: io.TextIOWrapper | None = None
 
     def _remove_earlier(self) -> None:
-        """Delete the files the earlier run's records name (inside ``out`` only), then its
-        results and report; anything else in the folder is left alone."""
+        """Delete the files the earlier run's records name, where a run writes them (``out/KEY.json``,
+        ``out/KEY.safe.png`` or ``.not-verified.png``, ``out/assets/KEY.*.png|jpg``), then its results
+        and report; anything else in the folder is left alone, so a hand-edited or hostile
+        ``results.jsonl`` that names an original cannot have ``--force`` delete it."""
         root = self.out.resolve()
         for record in self.records:
-            for location in record.get("outputs", {}).values():
-                target = Path(location).resolve()
-                if root in target.parents and target.is_file():
+            for kind, location in record.get("outputs", {}).items():
+                target = Path(str(location)).resolve()
+                if _is_output(root, str(kind), target) and target.is_file():
                     target.unlink()
         for name in (RESULTS, REPORT):
             (self.out / name).unlink(missing_ok=True)
