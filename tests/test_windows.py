@@ -6,17 +6,22 @@ from safeview.windows import (
 )
 
 
-@pytest.mark.parametrize("shape", [(96, 480), (480, 96), (12, 384), (90, 160), (100, 151), (7, 4000)])
-def test_windows_cover_the_long_side_and_stay_few(shape):
-    boxes = window_boxes(shape)
+def assert_covered(boxes, shape) -> None:
+    """Every box lies inside an image of ``shape`` and together they cover all of it."""
     h, w = shape
-    assert 2 <= len(boxes) <= MAX_WINDOWS
     covered = np.zeros(shape, bool)
     for x0, y0, x1, y1 in boxes:
         assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
-        assert min(x1 - x0, y1 - y0) == min(h, w)  # the whole short side
         covered[y0:y1, x0:x1] = True
     assert covered.all()
+
+
+@pytest.mark.parametrize("shape", [(96, 480), (480, 96), (12, 384), (90, 160), (100, 151), (7, 4000)])
+def test_windows_cover_the_long_side_and_stay_few(shape):
+    boxes = window_boxes(shape)
+    assert 2 <= len(boxes) <= MAX_WINDOWS
+    assert_covered(boxes, shape)
+    assert all(min(x1 - x0, y1 - y0) == min(shape) for x0, y0, x1, y1 in boxes)  # the whole short side
 
 
 @pytest.mark.parametrize("shape", [(96, 96), (100, 150), (150, 100), (75, 100), (1, 1)])
@@ -49,14 +54,9 @@ def test_focus_is_the_window_that_holds_the_content(red_classifier, red_scene, p
 @pytest.mark.parametrize("shape", [(288, 288), (128, 200), (1080, 1920), (300, 1000), (3000, 4000), (127, 127)])
 def test_tiles_cover_the_image_at_half_its_short_side_and_stay_few(shape):
     boxes = tile_boxes(shape)
-    h, w = shape
     assert 4 <= len(boxes) <= MAX_TILES
-    covered = np.zeros(shape, bool)
-    for x0, y0, x1, y1 in boxes:
-        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
-        assert x1 - x0 == y1 - y0 and MIN_TILE <= x1 - x0 < min(h, w)  # squares, smaller than the whole
-        covered[y0:y1, x0:x1] = True
-    assert covered.all()
+    assert_covered(boxes, shape)
+    assert all(x1 - x0 == y1 - y0 and MIN_TILE <= x1 - x0 < min(shape) for x0, y0, x1, y1 in boxes)  # squares, smaller than the whole
     assert len(tile_boxes((288, 288))) == 9 and tile_boxes((288, 288))[0] == (0, 0, 144, 144)
 
 
