@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from safeview.errors import ImageError
-from safeview.images import as_rgb_array, load_image, load_image_info
+from safeview.images import load_array, load_image, load_image_info
 
 
 def _png(img: Image.Image, **kw) -> bytes:
@@ -147,9 +147,13 @@ def test_byte_limit_empty_missing_and_folder(tmp_path):
 
 def test_in_memory_arrays():
     gray = np.full((4, 5), 7, np.uint8)
-    assert as_rgb_array(gray).shape == (4, 5, 3)
+    assert load_array(gray).array.shape == (4, 5, 3) and load_array(gray).views == ()
     with pytest.raises(ImageError):
-        as_rgb_array(np.zeros((4, 5, 3), np.float32))
+        load_array(np.zeros((4, 5, 3), np.float32))
+    rgba = np.dstack([np.full((4, 5, 3), 200, np.uint8), np.full((4, 5), 0, np.uint8)])
+    loaded = load_array(rgba)  # fully transparent: white composited, the other renderings kept
+    assert loaded.array.min() == 255 and {name for _, name, _ in loaded.views} == {"onto black", "alpha dropped"}
+    assert load_array(np.dstack([rgba[..., :3], np.full((4, 5), 255, np.uint8)])).views == ()  # opaque: none
 
 
 @pytest.mark.parametrize("shape", [(500, 375), (1000, 1000), (641, 97)])

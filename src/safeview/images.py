@@ -341,14 +341,9 @@ def load_image(source: str | os.PathLike | bytes, **limits) -> np.ndarray:
     return load_image_info(source, **limits).array
 
 
-def as_rgb_array(image: np.ndarray) -> np.ndarray:
-    """Validate an in-memory image: H×W (gray) or H×W×3/4 uint8 becomes H×W×3 uint8 RGB."""
-    return load_array(image).array
-
-
 def load_array(image: np.ndarray) -> LoadedImage:
-    """An in-memory image (:func:`as_rgb_array`'s shapes) as a :class:`LoadedImage` whose sha256 is
-    of its RGB pixels; an H×W×4 one with transparent pixels also gets the other renderings a file
+    """An in-memory image, H×W (gray) or H×W×3/4 uint8, as a :class:`LoadedImage` of H×W×3 uint8 RGB
+    whose sha256 is of those pixels; an H×W×4 one with transparent pixels also gets the other renderings a file
     with them gets (``views``), so a scan of the array sees what transparency would hide."""
     import hashlib
 

@@ -150,6 +150,7 @@ class Safeguard:
                     raise
                 loaded.append(exc)
             load_seconds.append(time.perf_counter() - t)
+
         def failed(item: LoadedImage, exc: Exception) -> Exception:
             if not return_exceptions:
                 raise exc
@@ -212,9 +213,8 @@ class Safeguard:
         return replace(loaded, array=array, frame=index, rendering=rendering)
 
     def _classify(self, images: list[np.ndarray]) -> list[list[CategoryResult]]:
-        """Every model's verdict on every image, one batched forward per model (an elongated image's
-        windows in it too, and with ``tiles`` its tiles: its probabilities are those of the most
-        unsafe view, :mod:`safeview.windows`)."""
+        """Every model's verdict on every image, one batched forward per model (each image's views in
+        it too, :func:`safeview.windows.view_boxes`: its probabilities are those of the most unsafe)."""
         per_image: list[list[CategoryResult]] = [[] for _ in images]
         for clf in self.classifiers:
             probs = Windowed(clf, self.scan_config.tiles).predict_proba(images) if images else np.zeros((0, len(clf.labels)))
