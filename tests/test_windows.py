@@ -126,6 +126,18 @@ def test_content_box_is_the_image_inside_a_flat_canvas(photo, colour):
     assert 150 - 8 <= x0 <= 150 and 40 - 8 <= y0 <= 40 and 246 <= x1 <= 246 + 8 and 136 <= y1 <= 136 + 8
 
 
+def test_stray_pixels_on_the_canvas_do_not_hide_the_content_box(photo):
+    """A dot in every corner (or a sparse speckle) is what an attacker would add to make the canvas
+    count as content; a border line needs only nearly all of its pixels flat."""
+    canvas = on_canvas(photo, 320, (255, 255, 255), at=(112, 200))
+    for y, x in ((0, 0), (0, 319), (319, 0), (319, 319), (5, 100), (250, 7)):
+        canvas[y, x] = (0, 0, 0)
+    assert content_box(canvas) == (200, 112, 296, 208)
+    speckled = canvas.copy()
+    speckled[::53, ::80] = (255, 0, 255)  # 4 pixels (1.25 %) of one line in 53
+    assert content_box(speckled) == (200, 112, 296, 208)
+
+
 def test_content_box_is_none_without_borders_worth_a_view(photo):
     assert content_box(photo) is None  # no uniform border
     assert content_box(np.full((200, 200, 3), 7, np.uint8)) is None  # nothing inside

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Iterable
 
+import cv2
 import numpy as np
 
 if TYPE_CHECKING:
@@ -44,9 +45,12 @@ MAX_WINDOWS = 8
 MAX_TILES = 16
 #: the smallest tile side, in pixels: a smaller one is mostly upscaling, not detail the whole image lacks
 MIN_TILE = 64
-#: how far apart (0-255, in any channel) the pixels of a row or column may lie for it to be a uniform
-#: border: a flat colour, JPEG noise on it included
+#: how far (0-255, in any channel) a border line's pixels may lie from its edge line's colour: a flat
+#: colour, JPEG noise on it included
 BORDER_TOLERANCE = 24
+#: the share of a line's pixels that must lie that near for it to be border: stray pixels (a dot in a
+#: corner, a watermark's edge) do not make a canvas content
+BORDER_FILL = 0.98
 #: an image's content box is a view only when it holds at most this share of the image; then the
 #: content is shrunk by at least a tenth a side in the whole image
 CONTENT_SHARE = 0.8
@@ -92,26 +96,53 @@ def tile_boxes(shape: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
     return [(int(x), int(y), int(x) + side, int(y) + side) for y in ys for x in xs]
 
 
+def _border_depth(a: np.ndarray, axis: int, from_end: bool) -> int:
+    """How many lines of ``a`` (H×W×C) along ``axis`` (0: rows, 1: columns), counted inwards from its
+    start or end, are border lines in a row: at least :data:`BORDER_FILL` of their pixels within
+    :data:`BORDER_TOLERANCE` of the edge line's median colour in every channel. Read in growing
+    chunks, so a photo costs a line or two, and only the chunks read are copied."""
+    n = a.shape[axis]
+
+    def lines(i: int, j: int) -> np.ndarray:
+        """Lines ``i`` to ``j - 1`` counted from the edge, as (L, N, C), the edge's first."""
+        part = slice(n - j, n - i) if from_end else slice(i, j)
+        chunk = a[part] if axis == 0 else a[:, part].transpose(1, 0, 2)
+        return np.ascontiguousarray(chunk[::-1] if from_end else chunk)
+
+    colour = np.median(lines(0, 1)[0], axis=0).round().astype(a.dtype)
+    depth, size = 0, 1
+    while depth < n:
+        chunk = lines(depth, min(n, depth + size))
+        flat = np.empty_like(chunk)
+        flat[:] = colour
+        apart = cv2.absdiff(chunk, flat).reshape(chunk.shape)  # OpenCV's saturating |a - b|: numpy's takes 10× as long here
+        apart = np.maximum.reduce([apart[..., k] for k in range(apart.shape[-1])])  # per channel, not axis=-1 (slow on 3)
+        near = (apart <= BORDER_TOLERANCE).mean(axis=1) >= BORDER_FILL
+        if not near.all():
+            return depth + int(np.argmin(near))
+        depth, size = depth + len(chunk), min(2 * size, 256)
+    return depth
+
+
 def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
-    """The box ``(x0, y0, x1, y1)`` of ``image`` inside its uniform borders (rows and columns whose
-    pixels all lie within :data:`BORDER_TOLERANCE` of each other: a flat canvas, letterbox bars),
-    or None when there are none worth a view: the box holds more than :data:`CONTENT_SHARE` of the
-    image, is under :data:`MIN_CONTENT` pixels a side, or nothing is left inside."""
+    """The box ``(x0, y0, x1, y1)`` of ``image`` inside its uniform borders (a flat canvas, letterbox
+    bars: rows and columns, from each edge inwards, nearly all of whose pixels have the edge line's
+    colour, so a few stray pixels do not make a border content), or None when there are none worth
+    a view: the box holds more than :data:`CONTENT_SHARE` of the image, is under :data:`MIN_CONTENT`
+    pixels a side, or nothing is left inside."""
     a = np.asarray(image)
     a = a[..., None] if a.ndim == 2 else a
     h, w = a.shape[:2]
-
-    def busy(lines: np.ndarray, axis: int) -> np.ndarray:
-        return (lines.max(axis=axis).astype(np.int16) - lines.min(axis=axis)).max(axis=-1) > BORDER_TOLERANCE
-
-    if h < 2 or w < 2 or all(busy(a[edge], 0) for edge in ((0,), (-1,), (slice(None), 0), (slice(None), -1))):
-        return None  # no edge line is uniform: no border (most photos end here, after four lines)
-    rows = busy(a, 1)
-    if not rows.any():
+    if h < 2 or w < 2:
         return None
-    y0, y1 = int(np.argmax(rows)), h - int(np.argmax(rows[::-1]))
-    cols = busy(a[y0:y1], 0)
-    x0, x1 = int(np.argmax(cols)), w - int(np.argmax(cols[::-1]))
+    y0 = _border_depth(a, 0, False)
+    if y0 == h:
+        return None
+    y1 = h - _border_depth(a, 0, True)
+    band = a[y0:y1]
+    if y1 - y0 < MIN_CONTENT:
+        return None
+    x0, x1 = _border_depth(band, 1, False), w - _border_depth(band, 1, True)
     if min(x1 - x0, y1 - y0) < MIN_CONTENT or (x1 - x0) * (y1 - y0) > CONTENT_SHARE * h * w:
         return None
     return x0, y0, x1, y1
