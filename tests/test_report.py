@@ -28,3 +28,19 @@ def test_no_view_shows_the_original_unblurred_unless_asked(red_classifier, red_s
         if name != "obfuscated":  # the output itself is the original outside its mask
             assert _detail(view) < 0.2 * sharp, name
     assert np.array_equal(render_views(result, originals="full")["original"], image)
+
+
+def test_the_report_says_in_which_views_an_image_was_also_checked(red_classifier, red_scene, tmp_path):
+    """A reviewer reading the report learns that an image on a flat canvas was also checked inside
+    its borders (and where), and that tiles were used when they were; a plain photo says neither."""
+    from safeview.report import report_assets, write_report
+
+    image, _ = red_scene
+    canvas = np.full((320, 320, 3), 255, np.uint8)
+    canvas[112:208, 200:296] = image
+    framed = Safeguard([red_classifier], attributes=(), tiles=True).scan(canvas)
+    plain = Safeguard([red_classifier], attributes=()).scan(image)
+    entries = [{"result": (d := r.model_dump(mode="json")), "assets": report_assets(d, tmp_path)} for r in (framed, plain)]
+    page = write_report(entries, tmp_path / "r.html").read_text()
+    assert page.count("also checked inside its borders, x 200–296, y 112–208") == 1
+    assert page.count("also checked in 9 tiles") == 1 and "windows" not in page
