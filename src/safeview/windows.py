@@ -1,6 +1,7 @@
-"""Windows of an elongated image: a classifier squashes its whole input into a square, so content
-beside benign padding (a stand-in joined side by side with two copies of a photo, 3:1) shrinks
-until the model no longer sees it. An elongated image is therefore also classified in overlapping
+"""Views of an image besides the whole (its content box, windows and tiles): a classifier squashes
+its whole input into a square, so content that fills a small part of the image shrinks until the
+model no longer sees it, for example beside benign padding (a stand-in joined side by side with two
+copies of a photo, 3:1). An elongated image is therefore also classified in overlapping
 windows along its long side, and its unsafe probability is the highest of the whole and the
 windows — in the scan's verdict, in CSE's search and in verification alike (:class:`Windowed`), so
 an output called safe is safe in every window too.
