@@ -138,6 +138,21 @@ def test_stray_pixels_on_the_canvas_do_not_hide_the_content_box(photo):
     assert content_box(speckled) == (200, 112, 296, 208)
 
 
+def test_a_frame_of_another_colour_does_not_hide_the_canvas_inside_it(photo):
+    """A 1-pixel outline around the canvas, or bars of different colours along different sides (one
+    full height, one along the top only), put the canvas's colour on no edge line or only on part
+    of one: the borders are peeled off one colour after another, rows and columns in turn."""
+    canvas = on_canvas(photo, 288, (255, 255, 255), at=(100, 100))
+    outlined = canvas.copy()
+    outlined[[0, -1]] = 0
+    outlined[:, [0, -1]] = 0
+    assert content_box(outlined) == (100, 100, 196, 196)
+    barred = canvas.copy()
+    barred[:, :60] = (0, 0, 0)  # a black bar the full height of the left side
+    barred[:50, 60:] = (0, 0, 255)  # a blue bar along the top, beside it
+    assert content_box(barred) == (100, 100, 196, 196)
+
+
 def test_content_box_is_none_without_borders_worth_a_view(photo):
     assert content_box(photo) is None  # no uniform border
     assert content_box(np.full((200, 200, 3), 7, np.uint8)) is None  # nothing inside

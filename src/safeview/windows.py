@@ -128,7 +128,8 @@ def _border_depth(a: np.ndarray, axis: int, from_end: bool) -> int:
 def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     """The box ``(x0, y0, x1, y1)`` of ``image`` inside its uniform borders (a flat canvas, letterbox
     bars: rows and columns, from each edge inwards, nearly all of whose pixels have the edge line's
-    colour, so a few stray pixels do not make a border content), or None when there are none worth
+    colour, so a few stray pixels do not make a border content; rows and columns peeled in turn, so
+    a frame or bar of another colour does not hide the canvas inside it), or None when there are none worth
     a view: the box holds more than :data:`CONTENT_SHARE` of the image, is under :data:`MIN_CONTENT`
     pixels a side, or nothing is left inside."""
     a = np.asarray(image)
@@ -136,15 +137,25 @@ def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
     h, w = a.shape[:2]
     if h < 2 or w < 2:
         return None
-    y0 = _border_depth(a, 0, False)
-    if y0 == h:
-        return None
-    y1 = h - _border_depth(a, 0, True)
-    band = a[y0:y1]
-    if y1 - y0 < MIN_CONTENT:
-        return None
-    x0, x1 = _border_depth(band, 1, False), w - _border_depth(band, 1, True)
-    if min(x1 - x0, y1 - y0) < MIN_CONTENT or (x1 - x0) * (y1 - y0) > CONTENT_SHARE * h * w:
+    # rows, then columns, then rows again inside those, … until neither moves: a frame of another
+    # colour (a 1-pixel outline, a bar along one side only) is peeled off before the canvas inside it
+    box, axis, steady = [0, 0, w, h], 0, 0
+    while steady < 2:
+        x0, y0, x1, y1 = box
+        region = a[y0:y1, x0:x1]
+        n = region.shape[axis]
+        start = _border_depth(region, axis, False)
+        if start == n:
+            return None
+        end = _border_depth(region, axis, True)
+        if n - start - end < MIN_CONTENT:
+            return None
+        lo, hi = (1, 3) if axis == 0 else (0, 2)  # rows move y0, y1; columns x0, x1
+        box[lo], box[hi] = box[lo] + start, box[hi] - end
+        steady = steady + 1 if start == end == 0 else 1
+        axis = 1 - axis
+    x0, y0, x1, y1 = box
+    if (x1 - x0) * (y1 - y0) > CONTENT_SHARE * h * w:
         return None
     return x0, y0, x1, y1
 
