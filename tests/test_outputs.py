@@ -123,6 +123,21 @@ def test_force_deletes_only_files_where_a_scan_writes_them(red_classifier, red_s
     assert not any(p.exists() for p in ours) and not (tmp_path / "out" / "results.jsonl").exists()
 
 
+def test_force_deletes_the_outputs_of_an_input_whose_name_starts_with_a_dot(red_classifier, red_scene, tmp_path):
+    """A folder walk scans hidden files too: ``.scene.png``'s outputs are ``.scene-<sha8>.json``,
+    ``.safe.png`` and ``assets/.scene-<sha8>.*``, which are where a scan writes them, so --force
+    removes them like any other input's."""
+    src = tmp_path / "in" / ".scene.png"
+    src.parent.mkdir()
+    Image.fromarray(red_scene[0]).save(src)
+    with ScanRun(tmp_path / "out") as run:
+        record = run.record(src, Safeguard([red_classifier], attributes=()).scan(src))
+    ours = [Path(location) for location in record["outputs"].values()]
+    assert {"json", "obfuscated"} <= set(record["outputs"]) and all(p.is_file() and p.name.startswith(".") for p in ours)
+    ScanRun(tmp_path / "out", force=True)
+    assert not [p for p in ours if p.exists()] and src.is_file()
+
+
 def test_resume_scans_again_an_input_whose_bytes_changed(red_classifier, red_scene, photo, tmp_path):
     """--resume skips an image already scanned only when its bytes are the same: a file replaced
     since (here a benign photo by the stand-in) is scanned again, not left with the old verdict."""

@@ -103,7 +103,7 @@ def _is_output(root: Path, kind: str, target: Path) -> bool:
     if folders is None or root not in target.parents:
         return False
     parts = target.relative_to(root).parts
-    return parts[:-1] == folders and parts[-1].endswith(endings) and not parts[-1].startswith(".")
+    return parts[:-1] == folders and parts[-1].endswith(endings)  # a temporary file ends in .tmp
 REPORT = "report.html"
 
 
