@@ -138,6 +138,32 @@ def test_force_deletes_the_outputs_of_an_input_whose_name_starts_with_a_dot(red_
     assert not [p for p in ours if p.exists()] and src.is_file()
 
 
+def test_force_deletes_only_files_named_as_a_scan_names_them(red_classifier, red_scene, tmp_path):
+    """A scan names its files after their input, ``<stem>-<sha8>``: a forged record that names a
+    user's ``labels.json``, ``cover.safe.png`` or ``assets/logo.png`` in the folder, at the places
+    but not under the names a scan writes, cannot have --force delete them."""
+    src = tmp_path / "in" / "scene.png"
+    src.parent.mkdir()
+    Image.fromarray(red_scene[0]).save(src)
+    with ScanRun(tmp_path / "out") as run:
+        record = run.record(src, Safeguard([red_classifier], attributes=()).scan(src))
+    ours = [Path(location) for location in record["outputs"].values()]
+    keep = {}
+    for name in ("labels.json", "cover.safe.png", "assets/logo.png", "assets/banner.jpg"):
+        path = tmp_path / "out" / name
+        path.write_bytes(b"mine")
+        keep[path] = b"mine"
+    forged = dict(record, outputs={"json": str(tmp_path / "out" / "labels.json"), "obfuscated": str(tmp_path / "out" / "cover.safe.png"),
+                                   "view.original": str(tmp_path / "out" / "assets" / "logo.png"),
+                                   "view.blurred": str(tmp_path / "out" / "assets" / "banner.jpg")})
+    with open(tmp_path / "out" / "results.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(forged) + "\n")
+    ScanRun(tmp_path / "out", force=True)
+    assert [path.name for path in keep if not path.is_file()] == []
+    assert all(path.read_bytes() == data for path, data in keep.items())
+    assert not [p for p in ours if p.exists()]
+
+
 def test_resume_scans_again_an_input_whose_bytes_changed(red_classifier, red_scene, photo, tmp_path):
     """--resume skips an image already scanned only when its bytes are the same: a file replaced
     since (here a benign photo by the stand-in) is scanned again, not left with the old verdict."""

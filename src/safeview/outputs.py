@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence
 
@@ -92,18 +93,22 @@ class FolderStore:
 
 
 RESULTS = "results.jsonl"
-#: where a scan writes each kind of output inside its folder: (folder parts, name endings)
-_OUTPUT_PLACES = {"json": ((), (".json",)), "obfuscated": ((), (".safe.png", ".not-verified.png"))}
-_VIEW_PLACE = (("assets",), (".png", ".jpg"))
+#: the names a scan gives its files: ``<stem>-<sha8>``, ``-2``, ``-3``, … after it for a repeated key
+#: (:meth:`ScanRun._key`), then each kind's ending (:func:`write_scan`)
+_KEY = r".+-[0-9a-f]{8}(?:-[0-9]+)?"
+_OUTPUT_NAMES = {"json": re.compile(_KEY + r"\.json"), "obfuscated": re.compile(_KEY + r"\.(?:safe|not-verified)\.png")}
 
 
 def _is_output(root: Path, kind: str, target: Path) -> bool:
-    """Whether ``target`` is where a scan into ``root`` writes an output of ``kind``."""
-    folders, endings = _VIEW_PLACE if kind.startswith("view.") else _OUTPUT_PLACES.get(kind, (None, ()))
-    if folders is None or root not in target.parents:
+    """Whether ``target`` is where, and named as, a scan into ``root`` writes an output of ``kind``."""
+    if root not in target.parents:
         return False
     parts = target.relative_to(root).parts
-    return parts[:-1] == folders and parts[-1].endswith(endings)  # a temporary file ends in .tmp
+    if kind.startswith("view."):
+        view = kind.removeprefix("view.")
+        return parts[:-1] == ("assets",) and re.fullmatch(_KEY + r"\." + re.escape(view) + r"\.(?:png|jpg)", parts[-1]) is not None
+    name = _OUTPUT_NAMES.get(kind)
+    return name is not None and len(parts) == 1 and name.fullmatch(parts[0]) is not None
 REPORT = "report.html"
 
 
@@ -131,7 +136,7 @@ class ScanRun:
         self._handle: io.TextIOWrapper | None = None
 
     def _remove_earlier(self) -> None:
-        """Delete the files the earlier run's records name, where a run writes them (``out/KEY.json``,
+        """Delete the files the earlier run's records name, where and as a run writes them (``out/KEY.json``,
         ``out/KEY.safe.png`` or ``.not-verified.png``, ``out/assets/KEY.*.png|jpg``), then its results
         and report; anything else in the folder is left alone, so a hand-edited or hostile
         ``results.jsonl`` that names an original cannot have ``--force`` delete it."""
