@@ -153,6 +153,24 @@ def test_a_frame_of_another_colour_does_not_hide_the_canvas_inside_it(photo):
     assert content_box(barred) == (100, 100, 196, 196)
 
 
+def test_an_elongated_content_box_is_classified_in_its_own_windows(red_classifier, red_scene, photo):
+    """The stand-in beside benign photos in a 5:1 strip, framed on a flat square canvas: the image
+    is not elongated, so it has no windows, and the content box squashes the strip as the whole
+    elongated image would; the box's own windows find it, and focus is the one that holds it."""
+    image, truth = red_scene
+    strip = np.concatenate([photo, photo, image, photo, photo], axis=1)
+    canvas = on_canvas(strip, 520, (255, 255, 255), at=(200, 20))
+    assert window_boxes(canvas.shape) == [] and content_box(canvas) == (20, 200, 500, 296)
+    assert red_classifier.predict_proba(strip[None])[0][1] < 0.5  # squashed in the content box
+    windowed = Windowed(red_classifier)
+    assert windowed.predict_proba(canvas[None])[0][1] > 0.9
+    boxes = view_boxes(canvas)
+    assert boxes[0] == (20, 200, 500, 296) and all(20 <= x0 < x1 <= 500 and (y0, y1) == (200, 296) for x0, y0, x1, y1 in boxes[1:])
+    x0, y0, x1, y1 = windowed.focus(canvas)
+    columns = np.flatnonzero(truth.any(axis=0)) + 20 + 2 * photo.shape[1]
+    assert x0 <= columns.min() and columns.max() < x1 and (y0, y1) == (200, 296)
+
+
 def test_content_box_is_none_without_borders_worth_a_view(photo):
     assert content_box(photo) is None  # no uniform border
     assert content_box(np.full((200, 200, 3), 7, np.uint8)) is None  # nothing inside

@@ -161,11 +161,16 @@ def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def view_boxes(image: np.ndarray, tiles: bool = False) -> list[tuple[int, int, int, int]]:
-    """Every box ``image`` is classified in besides the whole: its :func:`content_box`, its
-    windows, then (with ``tiles``) its tiles."""
+    """Every box ``image`` is classified in besides the whole: its :func:`content_box` and, when
+    that is elongated, the box's own windows (content in a strip on a canvas is squashed in the box
+    as it is in an elongated image), its windows, then (with ``tiles``) its tiles."""
     shape = np.shape(image)
     inside = content_box(image)
-    return [*([inside] if inside else []), *window_boxes(shape), *(tile_boxes(shape) if tiles else [])]
+    boxes = []
+    if inside:
+        x0, y0, x1, y1 = inside
+        boxes = [inside, *((x0 + a, y0 + b, x0 + c, y0 + d) for a, b, c, d in window_boxes((y1 - y0, x1 - x0)))]
+    return [*boxes, *window_boxes(shape), *(tile_boxes(shape) if tiles else [])]
 
 
 def _views(image: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
