@@ -97,16 +97,28 @@ def test_force_in_a_copied_folder_leaves_the_first_folders_files(red_classifier,
     assert not (tmp_path / "copy" / "results.jsonl").exists()
 
 
+def scanned_into(out, src, classifier, image):
+    """``image`` saved as ``src`` and scanned by ``classifier`` into the run folder ``out``: its
+    record and the output files it names."""
+    src.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(src)
+    with ScanRun(out) as run:
+        record = run.record(src, Safeguard([classifier], attributes=()).scan(src))
+    return record, [Path(location) for location in record["outputs"].values()]
+
+
+def append_record(out, record) -> None:
+    """A hand-made ``record`` appended to ``out``'s results.jsonl (a forged or edited one)."""
+    with open(out / "results.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
 def test_force_deletes_only_files_where_a_scan_writes_them(red_classifier, red_scene, tmp_path):
     """--force removes the earlier run's outputs, but a hand-edited or hostile results.jsonl that
     names other files inside the folder (an original kept beside the results, a user's notes, a
     file in a subfolder) cannot have it delete them: only the places a scan writes are removed."""
     src = tmp_path / "out" / "originals" / "scene.png"
-    src.parent.mkdir(parents=True)
-    Image.fromarray(red_scene[0]).save(src)
-    with ScanRun(tmp_path / "out") as run:
-        record = run.record(src, Safeguard([red_classifier], attributes=()).scan(src))
-    ours = [Path(location) for location in record["outputs"].values()]
+    record, ours = scanned_into(tmp_path / "out", src, red_classifier, red_scene[0])
     assert ours and all(p.is_file() for p in ours)
     keep = {src: src.read_bytes()}
     for name, data in (("notes.txt", b"mine"), ("photo.jpg", b"\xff\xd8"), ("assets/logo.svg", b"<svg/>"), ("sub/a.json", b"{}")):
@@ -116,8 +128,7 @@ def test_force_deletes_only_files_where_a_scan_writes_them(red_classifier, red_s
         keep[path] = data
     forged = dict(record, outputs={**record["outputs"], **{f"view.{i}": str(p) for i, p in enumerate(keep)},
                                    "json": str(tmp_path / "out" / "sub" / "a.json"), "obfuscated": str(src)})
-    with open(tmp_path / "out" / "results.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(forged) + "\n")
+    append_record(tmp_path / "out", forged)
     ScanRun(tmp_path / "out", force=True)
     assert all(path.read_bytes() == data for path, data in keep.items())
     assert not any(p.exists() for p in ours) and not (tmp_path / "out" / "results.jsonl").exists()
@@ -128,11 +139,7 @@ def test_force_deletes_the_outputs_of_an_input_whose_name_starts_with_a_dot(red_
     ``.safe.png`` and ``assets/.scene-<sha8>.*``, which are where a scan writes them, so --force
     removes them like any other input's."""
     src = tmp_path / "in" / ".scene.png"
-    src.parent.mkdir()
-    Image.fromarray(red_scene[0]).save(src)
-    with ScanRun(tmp_path / "out") as run:
-        record = run.record(src, Safeguard([red_classifier], attributes=()).scan(src))
-    ours = [Path(location) for location in record["outputs"].values()]
+    record, ours = scanned_into(tmp_path / "out", src, red_classifier, red_scene[0])
     assert {"json", "obfuscated"} <= set(record["outputs"]) and all(p.is_file() and p.name.startswith(".") for p in ours)
     ScanRun(tmp_path / "out", force=True)
     assert not [p for p in ours if p.exists()] and src.is_file()
@@ -142,12 +149,7 @@ def test_force_deletes_only_files_named_as_a_scan_names_them(red_classifier, red
     """A scan names its files after their input, ``<stem>-<sha8>``: a forged record that names a
     user's ``labels.json``, ``cover.safe.png`` or ``assets/logo.png`` in the folder, at the places
     but not under the names a scan writes, cannot have --force delete them."""
-    src = tmp_path / "in" / "scene.png"
-    src.parent.mkdir()
-    Image.fromarray(red_scene[0]).save(src)
-    with ScanRun(tmp_path / "out") as run:
-        record = run.record(src, Safeguard([red_classifier], attributes=()).scan(src))
-    ours = [Path(location) for location in record["outputs"].values()]
+    record, ours = scanned_into(tmp_path / "out", tmp_path / "in" / "scene.png", red_classifier, red_scene[0])
     keep = {}
     for name in ("labels.json", "cover.safe.png", "assets/logo.png", "assets/banner.jpg"):
         path = tmp_path / "out" / name
@@ -156,8 +158,7 @@ def test_force_deletes_only_files_named_as_a_scan_names_them(red_classifier, red
     forged = dict(record, outputs={"json": str(tmp_path / "out" / "labels.json"), "obfuscated": str(tmp_path / "out" / "cover.safe.png"),
                                    "view.original": str(tmp_path / "out" / "assets" / "logo.png"),
                                    "view.blurred": str(tmp_path / "out" / "assets" / "banner.jpg")})
-    with open(tmp_path / "out" / "results.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(forged) + "\n")
+    append_record(tmp_path / "out", forged)
     ScanRun(tmp_path / "out", force=True)
     assert [path.name for path in keep if not path.is_file()] == []
     assert all(path.read_bytes() == data for path, data in keep.items())

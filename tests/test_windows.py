@@ -169,6 +169,11 @@ def test_an_elongated_content_box_is_classified_in_its_own_windows(red_classifie
     x0, y0, x1, y1 = windowed.focus(canvas)
     columns = np.flatnonzero(truth.any(axis=0)) + 20 + 2 * photo.shape[1]
     assert x0 <= columns.min() and columns.max() < x1 and (y0, y1) == (200, 296)
+    from safeview.pipeline import Safeguard
+
+    result = Safeguard([red_classifier], attributes=()).scan(canvas)
+    assert result.verdict == "unsafe" and result.output_status == "verified"
+    assert result.input.content_box == (20, 200, 500, 296) and result.input.windows == len(boxes) - 1 >= 2
 
 
 def test_content_box_is_none_without_borders_worth_a_view(photo):

@@ -93,6 +93,7 @@ class FolderStore:
 
 
 RESULTS = "results.jsonl"
+REPORT = "report.html"
 #: the names a scan gives its files: ``<stem>-<sha8>``, ``-2``, ``-3``, … after it for a repeated key
 #: (:meth:`ScanRun._key`), then each kind's ending (:func:`write_scan`)
 _KEY = r".+-[0-9a-f]{8}(?:-[0-9]+)?"
@@ -109,7 +110,6 @@ def _is_output(root: Path, kind: str, target: Path) -> bool:
         return parts[:-1] == ("assets",) and re.fullmatch(_KEY + r"\." + re.escape(view) + r"\.(?:png|jpg)", parts[-1]) is not None
     name = _OUTPUT_NAMES.get(kind)
     return name is not None and len(parts) == 1 and name.fullmatch(parts[0]) is not None
-REPORT = "report.html"
 
 
 class ScanRun:

@@ -43,7 +43,7 @@ from .schema import (
     Versions,
 )
 from .verify import verify
-from .windows import Windowed, content_box, tile_boxes, window_boxes, windowed
+from .windows import Windowed, content_box, tile_boxes, view_boxes, windowed
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +382,7 @@ class Safeguard:
         timings["rationale"] = time.perf_counter() - t
         timings["total"] = timings["load"] + timings["classify"] + time.perf_counter() - t0
 
+        inside = content_box(loaded.array)
         result = ScanResult(
             input=InputInfo(
                 path=None if loaded.source.startswith("<") else loaded.source,
@@ -395,8 +396,8 @@ class Safeguard:
                 frames_checked=1 + len(loaded.samples),
                 frame_gap=loaded.frame_gap,
                 rendering=loaded.rendering,
-                windows=len(window_boxes(loaded.array.shape)),
-                content_box=content_box(loaded.array),
+                windows=len(view_boxes(loaded.array)) - (inside is not None),  # the whole image's windows and its content box's
+                content_box=inside,
                 tiles=len(tile_boxes(loaded.array.shape)) if self.scan_config.tiles else 0,
             ),
             verdict=verdict,

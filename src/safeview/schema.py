@@ -80,8 +80,9 @@ class InputInfo(BaseModel):
     frames_checked: int = Field(1, description="frames the models classified: an animated image's first and up to 63 more, evenly spaced")
     frame_gap: int = Field(0, description="the longest run of consecutive frames none of which the models classified (0: every frame was): "
                                           "content shown for more frames in a row than this was seen")
-    windows: int = Field(0, description="windows along the long side an elongated image (over 1.5:1) was also classified, searched and "
-                                        "verified in (each model's probabilities are those of the most unsafe view); 0 for others")
+    windows: int = Field(0, description="windows along the long side an elongated image (over 1.5:1), or an elongated content_box, was also "
+                                        "classified, searched and verified in (each model's probabilities are those of the most unsafe view); "
+                                        "0 for others")
     content_box: tuple[int, int, int, int] | None = Field(
         None, description="[x0, y0, x1, y1], end-exclusive: the box inside the image's uniform borders (a flat canvas, letterbox bars) "
                           "it was also classified, searched and verified in, so content framed small on a canvas is seen; None without such borders")
