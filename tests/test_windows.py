@@ -153,6 +153,16 @@ def test_a_frame_of_another_colour_does_not_hide_the_canvas_inside_it(photo):
     assert content_box(barred) == (100, 100, 196, 196)
 
 
+def test_a_photos_own_flat_margin_inside_the_canvas_is_not_cropped_off(photo):
+    """A photo whose top third is a plain wall, on a flat canvas: its box is the whole photo, not
+    the busy part below the wall (cropping the photo would be a zoomed view that can miss what the
+    wall's side of it shows, and raise false positives as tiles do)."""
+    walled = photo.copy()
+    walled[:32] = (180, 170, 160)
+    walled[:, :20] = (180, 170, 160)
+    assert content_box(on_canvas(walled, 288, (255, 255, 255), at=(96, 96))) == (96, 96, 192, 192)
+
+
 def test_an_elongated_content_box_is_classified_in_its_own_windows(red_classifier, red_scene, photo):
     """The stand-in beside benign photos in a 5:1 strip, framed on a flat square canvas: the image
     is not elongated, so it has no windows, and the content box squashes the strip as the whole

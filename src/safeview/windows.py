@@ -125,22 +125,13 @@ def _border_depth(a: np.ndarray, axis: int, from_end: bool) -> int:
     return depth
 
 
-def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
-    """The box ``(x0, y0, x1, y1)`` of ``image`` inside its uniform borders (a flat canvas, letterbox
-    bars: rows and columns, from each edge inwards, nearly all of whose pixels have the edge line's
-    colour, so a few stray pixels do not make a border content; rows and columns peeled in turn, so
-    a frame or bar of another colour does not hide the canvas inside it), or None when there are none worth
-    a view: the box holds more than :data:`CONTENT_SHARE` of the image, is under :data:`MIN_CONTENT`
-    pixels a side, or nothing is left inside."""
-    a = np.asarray(image)
-    a = a[..., None] if a.ndim == 2 else a
+def _peeled(a: np.ndarray, passes: int | None) -> list[int] | None:
+    """The box ``[x0, y0, x1, y1]`` left once border lines are peeled off ``a`` (H×W×C): rows, then
+    columns, then rows again inside those, … for at most ``passes`` passes (None: until neither
+    moves); None when nothing, or under :data:`MIN_CONTENT` a side, is left."""
     h, w = a.shape[:2]
-    if h < 2 or w < 2:
-        return None
-    # rows, then columns, then rows again inside those, … until neither moves: a frame of another
-    # colour (a 1-pixel outline, a bar along one side only) is peeled off before the canvas inside it
-    box, axis, steady = [0, 0, w, h], 0, 0
-    while steady < 2:
+    box, axis, steady, done = [0, 0, w, h], 0, 0, 0
+    while steady < 2 and (passes is None or done < passes):
         x0, y0, x1, y1 = box
         region = a[y0:y1, x0:x1]
         n = region.shape[axis]
@@ -152,11 +143,32 @@ def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
             return None
         lo, hi = (1, 3) if axis == 0 else (0, 2)  # rows move y0, y1; columns x0, x1
         box[lo], box[hi] = box[lo] + start, box[hi] - end
-        steady = steady + 1 if start == end == 0 else 1
-        axis = 1 - axis
-    x0, y0, x1, y1 = box
-    if (x1 - x0) * (y1 - y0) > CONTENT_SHARE * h * w:
+        steady, axis, done = steady + 1 if start == end == 0 else 1, 1 - axis, done + 1
+    return box
+
+
+def content_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box ``(x0, y0, x1, y1)`` of ``image`` inside its uniform borders (a flat canvas, letterbox
+    bars: rows and columns, from each edge inwards, nearly all of whose pixels have the edge line's
+    colour, so a few stray pixels do not make a border content), or None when there are none worth
+    a view: the box holds more than :data:`CONTENT_SHARE` of the image, is under :data:`MIN_CONTENT`
+    pixels a side, or nothing is left inside.
+
+    One pass of rows and one of columns finds a flat canvas; when it leaves over half the image (a
+    frame or bars of other colours around the canvas: a 1-pixel outline, a bar along one side),
+    rows and columns are peeled in turn until neither moves. Not always, because inside a canvas
+    the peeling would go on into a photo's own flat margins (a plain wall, a sky) and crop it."""
+    a = np.asarray(image)
+    a = a[..., None] if a.ndim == 2 else a
+    h, w = a.shape[:2]
+    if h < 2 or w < 2:
         return None
+    box = _peeled(a, 2)
+    if box is None or (box[2] - box[0]) * (box[3] - box[1]) > 0.5 * h * w:
+        box = _peeled(a, None)
+    if box is None or (box[2] - box[0]) * (box[3] - box[1]) > CONTENT_SHARE * h * w:
+        return None
+    x0, y0, x1, y1 = box
     return x0, y0, x1, y1
 
 
