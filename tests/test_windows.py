@@ -91,6 +91,8 @@ def test_a_collage_cell_missed_whole_is_found_hidden_and_verified_with_tiles(red
     assert Safeguard([red_classifier], attributes=()).scan(big).verdict == "safe"
     result = Safeguard([red_classifier], attributes=(), tiles=True).scan(big)
     assert result.verdict == "unsafe" and result.input.tiles == 9 and result.input.windows == 0
+    x0, y0, x1, y1 = result.categories[0].seen_in  # the verdict says it came from a tile, the one around the stand-in
+    assert (x1 - x0, y1 - y0) == (144, 144) and placed[y0:y1, x0:x1].sum() == placed.sum()
     assert result.output_status == "verified"
     mask = result.mask.to_mask()
     assert mask[placed].mean() > 0.95  # the stand-in is hidden
@@ -213,6 +215,8 @@ def test_a_stand_in_framed_small_on_a_canvas_is_found_and_hidden_by_default(red_
     assert red_classifier.predict_proba(canvas[None])[0][1] < 0.5  # missed whole
     result = Safeguard([red_classifier], attributes=()).scan(canvas)
     assert result.verdict == "unsafe" and result.input.content_box == (200, 112, 296, 208) and result.input.tiles == 0
+    assert result.categories[0].seen_in == (200, 112, 296, 208)
+    assert Safeguard([red_classifier], attributes=()).scan(image).categories[0].seen_in is None  # the whole image
     assert result.output_status == "verified"
     mask = result.mask.to_mask()
     near = np.zeros(canvas.shape[:2], bool)

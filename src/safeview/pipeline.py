@@ -217,9 +217,9 @@ class Safeguard:
         it too, :func:`safeview.windows.view_boxes`: its probabilities are those of the most unsafe)."""
         per_image: list[list[CategoryResult]] = [[] for _ in images]
         for clf in self.classifiers:
-            probs = Windowed(clf, self.scan_config.tiles).predict_proba(images) if images else np.zeros((0, len(clf.labels)))
+            probs, seen = Windowed(clf, self.scan_config.tiles).predictions(images) if images else (np.zeros((0, len(clf.labels))), [])
             p_unsafe = clf.unsafe_probability(probs) if images else []
-            for cats, row, p in zip(per_image, probs, p_unsafe):
+            for cats, row, p, box in zip(per_image, probs, p_unsafe, seen):
                 cats.append(
                     CategoryResult(
                         category=clf.category,
@@ -230,6 +230,7 @@ class Safeguard:
                         unsafe_probability=float(p),
                         unsafe=self._is_unsafe(float(p)),
                         taxonomy=TAXONOMY.get(clf.category),
+                        seen_in=box,
                     )
                 )
         return per_image

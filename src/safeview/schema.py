@@ -104,6 +104,10 @@ class CategoryResult(BaseModel):
         description="the one vocabulary of every model: probability of the safe side and of the unsafe side"
     )
     labels: dict[str, float] = Field(description="the model's own labels (e.g. sfw/nsfw) -> probability")
+    seen_in: tuple[int, int, int, int] | None = Field(
+        None, description="[x0, y0, x1, y1], end-exclusive: the view these probabilities are of, when it was not the whole image but the "
+                          "content box, a window or a tile the model found more unsafe (a verdict reached only in a zoomed-in tile deserves "
+                          "a reviewer's second look); None for the whole image")
     unsafe_labels: list[str] = Field(description="which of the model's own labels count as unsafe")
     unsafe_probability: float
     unsafe: bool

@@ -205,31 +205,37 @@ class Windowed:
         return getattr(self.classifier, name)
 
     def focus(self, image: np.ndarray) -> tuple[int, int, int, int] | None:
-        """The box of the window of ``image`` the classifier finds most unsafe, or None when that is
+        """The box of the view of ``image`` the classifier finds most unsafe, or None when that is
         the whole image (CSE's attribution is computed there: the whole image's map is squashed too)."""
-        boxes = view_boxes(image, self.tiles)
-        if not boxes:
-            return None
-        k = int(np.argmax(self.classifier.unsafe_probability(self.classifier.predict_proba(_views(image, boxes)))))
-        return None if k == 0 else boxes[k - 1]
+        if not view_boxes(image, self.tiles):
+            return None  # no view but the whole: no forward needed to say so
+        return self.predictions([image])[1][0]
 
-    def predict_proba(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
+    def predictions(self, images: np.ndarray | Iterable[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int, int, int] | None]]:
+        """:meth:`predict_proba`'s rows, and for each image the box of the view they are of (None:
+        the whole image), in one batched forward of every view."""
         images = list(images)
-        views, owners = [], []
+        views, owners, boxes = [], [], []
         for i, image in enumerate(images):
-            mine = _views(image, view_boxes(image, self.tiles))
-            views.extend(mine)
-            owners.extend([i] * len(mine))
+            mine = view_boxes(image, self.tiles)
+            views.extend(_views(image, mine))
+            owners.extend([i] * (len(mine) + 1))
+            boxes.append([None, *mine])
         if len(views) == len(images):
-            return self.classifier.predict_proba(images)
+            return np.asarray(self.classifier.predict_proba(images)), [None] * len(images)
         probs = np.asarray(self.classifier.predict_proba(views))
         unsafe = self.classifier.unsafe_probability(probs)
         owners_arr = np.asarray(owners)
-        rows = []
+        rows, winners = [], []
         for i in range(len(images)):
             mine = np.flatnonzero(owners_arr == i)
-            rows.append(probs[mine[int(np.argmax(unsafe[mine]))]])  # ties keep the whole image
-        return np.stack(rows)
+            k = int(np.argmax(unsafe[mine]))  # ties keep the whole image
+            rows.append(probs[mine[k]])
+            winners.append(boxes[i][k])
+        return np.stack(rows), winners
+
+    def predict_proba(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
+        return self.predictions(images)[0]
 
     __call__ = predict_proba
 
