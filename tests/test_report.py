@@ -44,3 +44,5 @@ def test_the_report_says_in_which_views_an_image_was_also_checked(red_classifier
     page = write_report(entries, tmp_path / "r.html").read_text()
     assert page.count("also checked inside its borders, x 200–296, y 112–208") == 1
     assert page.count("also checked in 9 tiles") == 1 and "windows" not in page
+    x0, y0, x1, y1 = framed.categories[0].seen_in  # the verdict's view, named beside its probability
+    assert page.count(f"in the view x {x0}–{x1}, y {y0}–{y1}") == 1
