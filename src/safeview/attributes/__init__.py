@@ -23,7 +23,11 @@ readable) is found on any of them.
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Sequence
 
@@ -31,7 +35,7 @@ import cv2
 import numpy as np
 
 from .base import UNSAFE_ATTRIBUTES, Attribute, AttributeReport, DetectorRun, NotInstalled, SecondOpinion, Verdict, overlap
-from .detector import Detector
+from .detector import WORKER, Detector
 from ..schema import AttributeModel, AttributeReportModel, DetectorRunModel, SecondOpinionModel, VerdictModel
 from .ocr import OCR
 from .offensive import OffensiveText
@@ -112,6 +116,39 @@ def detect(image: np.ndarray, detectors: Sequence[str] = DEFAULT_DETECTORS) -> A
     return AttributeReport(tuple(image.shape[:2]), tuple(found), tuple(runs.values()))
 
 
+_SLOTS = itertools.count()
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (process id, workers) -> pool
+_POOLS_LOCK = threading.Lock()
+
+
+def _enter_worker(threads: int) -> None:
+    WORKER.slot, WORKER.threads = next(_SLOTS), threads
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """This process's pool of ``workers`` detector threads, each with one thread of its own models
+    (kept for the process's life, so each thread loads its models once; a forked child makes its own)."""
+    key = (os.getpid(), workers)
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="safeview-detect", initializer=_enter_worker, initargs=(1,))
+        return _POOLS[key]
+
+
+def detect_many(images: Sequence[np.ndarray], detectors: Sequence[str] = DEFAULT_DETECTORS) -> list[AttributeReport]:
+    """:func:`detect` on each of ``images``, the same reports in the same order. Where this process
+    may use more than one thread (:func:`~safeview.threads.thread_limit`), the images run side by
+    side, one per thread, each thread with single-threaded models of its own: RapidOCR's passes use
+    a second core poorly (seven passes at 224², two cores: 1.58 s with two threads each, 1.11 s two
+    at a time on one thread each; bench/README.md, issue 18)."""
+    from ..threads import thread_limit
+
+    workers = min(len(images), thread_limit())
+    if workers < 2 or getattr(WORKER, "slot", None) is not None:  # one thread, or already a detector thread
+        return [detect(image, detectors) for image in images]
+    return list(_pool(thread_limit()).map(lambda image: detect(image, detectors), images))
+
+
 def _onto(attribute: Attribute, copy: str, shape: tuple[int, int]) -> Attribute:
     """``attribute``, found on the re-upload ``copy`` of an image of ``shape``, where it lies on
     that image (a crop's box shrinks back into its corner, a mirrored one flips back)."""
@@ -145,15 +182,16 @@ def second_opinion(
     any of them (offensive text the OCR can still read, on the output or on a JPEG or enlarged-crop
     copy of it) fails the output. What a copy shows is mapped back onto the output (``seen_on``
     names where it was seen), so a caller can hide it there. Each copy costs one more pass of
-    every detector, about as long as the pass on the output."""
+    every detector, about as long as the pass on the output; the passes run side by side
+    (:func:`detect_many`)."""
     from ..verify import PERTURBATIONS, check_perturbations
 
-    report = detect(output, detectors)
-    copy_reports = {}
-    for name in check_perturbations(copies):
-        seen = detect(PERTURBATIONS[name](output), detectors)
-        mapped = tuple(_onto(a, name, report.shape) for a in seen.attributes)
-        copy_reports[name] = AttributeReport(report.shape, mapped, seen.runs)
+    names = check_perturbations(copies)
+    report, *seen = detect_many([output, *(PERTURBATIONS[name](output) for name in names)], detectors)
+    copy_reports = {
+        name: AttributeReport(report.shape, tuple(_onto(a, name, report.shape) for a in on_copy.attributes), on_copy.runs)
+        for name, on_copy in zip(names, seen)
+    }
     where = {"output": report, **copy_reports}
     verdicts = []
     for run in report.runs:
@@ -191,6 +229,6 @@ def add_findings(report: AttributeReport, opinion: SecondOpinion) -> AttributeRe
 __all__ = [
     "Attribute", "AttributeModel", "AttributeReport", "AttributeReportModel", "DEFAULT_DETECTORS", "DETECTORS",
     "Detector", "DetectorRun", "DetectorRunModel", "NotInstalled", "SECOND_OPINION_COPIES", "SecondOpinion",
-    "SecondOpinionModel", "UNSAFE_ATTRIBUTES", "Verdict", "VerdictModel", "add_findings", "detect", "overlap",
+    "SecondOpinionModel", "UNSAFE_ATTRIBUTES", "Verdict", "VerdictModel", "add_findings", "detect", "detect_many", "overlap",
     "second_opinion",
 ]

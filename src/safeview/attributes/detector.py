@@ -1,11 +1,14 @@
 """What every attribute adapter shares: the package it wraps is imported only when the detector
 first runs (a missing package is :class:`NotInstalled`, never an empty result), its model is loaded
-once per process, and its version is the installed distribution's."""
+once per process (and once per worker thread of :func:`safeview.attributes.detect_many` for a
+detector whose model must not serve two threads at once), and its version is the installed
+distribution's."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import threading
 from abc import ABC, abstractmethod
 from functools import lru_cache
 from importlib import metadata
@@ -16,8 +19,22 @@ import numpy as np
 from .base import Attribute, NotInstalled
 
 
+#: set in a worker thread of :func:`safeview.attributes.detect_many`: ``slot`` (the thread's own
+#: models) and ``threads`` (its share of the process's threads)
+WORKER = threading.local()
+_BUILDING = threading.Lock()  # two threads asking for the same model at once build it once
+
+
+def detector_threads() -> int:
+    """The threads a model built on this thread may use: a worker thread's share, else the
+    process's :func:`~safeview.threads.thread_limit`."""
+    from ..threads import thread_limit
+
+    return getattr(WORKER, "threads", None) or thread_limit()
+
+
 @lru_cache(maxsize=None)
-def _loaded(detector: "Detector", module: Any) -> Any:
+def _loaded(detector: "Detector", module: Any, slot: int | None) -> Any:
     return detector.build(module)
 
 
@@ -32,6 +49,9 @@ class Detector(ABC):
     module: str
     sees: tuple[str, ...]
     needs: tuple[str, ...] = ()
+    #: whether one loaded model may serve several threads at once; if not, each worker thread of
+    #: :func:`safeview.attributes.detect_many` loads its own (with its share of the threads)
+    shared: bool = False
 
     def load(self) -> Any:
         """The detector's model, built once; :class:`NotInstalled` when its package is missing
@@ -40,7 +60,8 @@ class Detector(ABC):
             module = self.import_module()
         except ImportError as exc:
             raise NotInstalled(f"{self.package} is not installed (pip install 'safeview[attributes]')") from exc
-        return _loaded(self, module)
+        with _BUILDING:
+            return _loaded(self, module, None if self.shared else getattr(WORKER, "slot", None))
 
     def import_module(self) -> Any:
         return importlib.import_module(self.module)

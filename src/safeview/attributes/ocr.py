@@ -49,9 +49,9 @@ class OCR(Detector):
     def build(self, module: Any) -> Any:
         models = _bundled(Path(module.__file__).parent)
         params = {f"{task}.model_path": str(path) for task, path in models.items()}
-        from ..threads import thread_limit
+        from .detector import detector_threads
 
-        threads = {"EngineConfig.onnxruntime.intra_op_num_threads": thread_limit(), "EngineConfig.onnxruntime.inter_op_num_threads": 1}
+        threads = {"EngineConfig.onnxruntime.intra_op_num_threads": detector_threads(), "EngineConfig.onnxruntime.inter_op_num_threads": 1}
         return module.RapidOCR(params={**params, **threads, "Global.log_level": "error"})
 
     def version(self) -> str:

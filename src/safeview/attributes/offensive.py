@@ -209,6 +209,7 @@ class OffensiveText(Detector):
     module = "profanity_check"
     sees = ("offensive_text",)
     needs = ("ocr",)
+    shared = True  # a linear model on arrays it only reads
 
     def import_module(self) -> Any:
         return _package_folder()
