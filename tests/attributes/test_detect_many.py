@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import safeview.threads
-from safeview.attributes import DETECTORS, Attribute, detect, detect_many
+from safeview.attributes import DETECTORS, Attribute, detect, detect_many, detect_soon
 from safeview.attributes.detector import Detector, detector_threads
 
 
@@ -83,6 +83,19 @@ def test_one_thread_runs_them_in_turn_on_the_callers_model(monkeypatch, recordin
     assert [r.attributes[0].text for r in reports] == ["0", "10", "20"]
     assert {b["thread"] for b in Recording.builds} == {threading.get_ident()}
     assert detect_many([], recording) == []
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_detect_soon_is_detect_on_a_future(monkeypatch, recording, limit):
+    """Queued on a detector thread (two threads) or run at once (one), a pass gives detect's report,
+    and a bad image's error comes out of the future, not lost on a thread."""
+    monkeypatch.setattr(safeview.threads, "_LIMIT", limit)
+    (image,) = images(1)
+    queued = detect_soon(image + 30, recording)
+    assert queued.result().attributes == detect(image + 30, recording).attributes
+    assert {b["thread"] != threading.get_ident() for b in Recording.builds} == ({True, False} if limit == 2 else {False})
+    with pytest.raises(ValueError, match="H×W×3 uint8"):
+        detect_soon(np.zeros((8, 8), np.uint8), recording).result()
 
 
 def test_a_bad_image_among_them_is_an_error_not_a_missing_report(monkeypatch, recording):

@@ -27,7 +27,7 @@ import itertools
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Sequence
 
@@ -141,12 +141,24 @@ def detect_many(images: Sequence[np.ndarray], detectors: Sequence[str] = DEFAULT
     side, one per thread, each thread with single-threaded models of its own: RapidOCR's passes use
     a second core poorly (seven passes at 224², two cores: 1.58 s with two threads each, 1.11 s two
     at a time on one thread each; bench/README.md, issue 18)."""
+    if len(images) < 2:  # a lone pass keeps the caller's thread and its models' threads
+        return [detect(image, detectors) for image in images]
+    return [queued.result() for queued in [detect_soon(image, detectors) for image in images]]
+
+
+def detect_soon(image: np.ndarray, detectors: Sequence[str] = DEFAULT_DETECTORS) -> "Future[AttributeReport]":
+    """:func:`detect` on ``image``, queued on this process's detector threads when it may use more
+    than one (the caller goes on meanwhile, and passes queued later run after it), else run now."""
     from ..threads import thread_limit
 
-    workers = min(len(images), thread_limit())
-    if workers < 2 or getattr(WORKER, "slot", None) is not None:  # one thread, or already a detector thread
-        return [detect(image, detectors) for image in images]
-    return list(_pool(thread_limit()).map(lambda image: detect(image, detectors), images))
+    if thread_limit() < 2 or getattr(WORKER, "slot", None) is not None:  # one thread, or already a detector thread
+        done: Future[AttributeReport] = Future()
+        try:
+            done.set_result(detect(image, detectors))
+        except Exception as exc:  # noqa: BLE001 - raised by result(), as from a queued pass
+            done.set_exception(exc)
+        return done
+    return _pool(thread_limit()).submit(detect, image, detectors)
 
 
 def _onto(attribute: Attribute, copy: str, shape: tuple[int, int]) -> Attribute:
@@ -229,6 +241,6 @@ def add_findings(report: AttributeReport, opinion: SecondOpinion) -> AttributeRe
 __all__ = [
     "Attribute", "AttributeModel", "AttributeReport", "AttributeReportModel", "DEFAULT_DETECTORS", "DETECTORS",
     "Detector", "DetectorRun", "DetectorRunModel", "NotInstalled", "SECOND_OPINION_COPIES", "SecondOpinion",
-    "SecondOpinionModel", "UNSAFE_ATTRIBUTES", "Verdict", "VerdictModel", "add_findings", "detect", "detect_many", "overlap",
+    "SecondOpinionModel", "UNSAFE_ATTRIBUTES", "Verdict", "VerdictModel", "add_findings", "detect", "detect_many", "detect_soon", "overlap",
     "second_opinion",
 ]
