@@ -236,7 +236,7 @@ def whole_scan(guard: Safeguard, image: np.ndarray) -> dict:
     return {
         "seconds": {"total": t1 - t0, **{k: v for k, v in result.timings.items() if k in ("attribute", "segment", "search")}},
         "flagged": result.verdict == "unsafe",
-        "found": None if cf is None else cf.found, "depth": None if cf is None or not cf.found else cf.depth,
+        "found": None if cf is None else cf.found, "depth": None if cf is None or not cf.found else cf.depth - len(cf.completed),  # the search's, as the CSE rows
         "queries": None if cf is None else cf.queries,
     }
 

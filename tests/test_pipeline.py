@@ -587,3 +587,23 @@ def test_content_only_in_a_later_frame_of_an_animation_is_not_passed_as_safe(red
     Image.fromarray(photo).save(still)
     plain = Safeguard([red_classifier]).scan(still)
     assert plain.verdict == "safe" and plain.input.frame == 0 and plain.input.frames_checked == 1
+
+
+def test_regions_and_depth_count_what_completion_added_and_the_rationale_says_so():
+    """The schema's ``regions`` are the search's then the completed ones and ``depth`` counts both;
+    the rationale's counts follow (the search's share is never negative). A demo image whose
+    content completion grows (synth seed 7000000: two search regions, three completed)."""
+    from safeview.classify import load_classifier
+    from safeview.synth import make_sample
+
+    sample = make_sample("sexual", True, seed=7_000_000, size=256)
+    result = Safeguard([load_classifier("demo-sexual")], attributes=()).scan(sample.image)
+    (cf,) = result.counterfactuals
+    assert cf.verified and cf.completed, "the scene should need evidence completion"
+    assert cf.regions[len(cf.regions) - len(cf.completed):] == cf.completed and cf.depth == len(cf.regions)
+    assert len(set(cf.regions)) == len(cf.regions)  # completion adds regions the search had not chosen
+    searched = cf.depth - len(cf.completed)
+    assert searched >= cf.greedy_depth >= 1
+    text = result.rationale.text
+    assert f"Obfuscating {cf.depth} regions" in text
+    assert f"the search needed {searched} and evidence completion added {len(cf.completed)}" in text

@@ -290,8 +290,8 @@ class Safeguard:
                 CounterfactualResult(
                     category=clf.category, model=clf.name, mode=config.mode, attribution=config.attribution,
                     segmentation=config.segmentation, style=config.style, found=result.found,
-                    verified=result.verified, regions=result.regions, completed=result.completed,
-                    depth=len(result.regions), greedy_depth=result.search.greedy_depth,
+                    verified=result.verified, regions=[*result.regions, *result.completed], completed=result.completed,
+                    depth=len(result.regions) + len(result.completed), greedy_depth=result.search.greedy_depth,
                     n_regions=int(result.segments.max()) + 1, queries=result.queries,
                     obfuscated_fraction=result.obfuscated_fraction, unsafe_probability_steps=steps,
                     unsafe_probability_after=after, mask=RLE.from_mask(mask_full := full_mask(result.mask, image.shape[:2])),
