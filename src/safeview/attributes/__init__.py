@@ -139,8 +139,8 @@ def detect_many(images: Sequence[np.ndarray], detectors: Sequence[str] = DEFAULT
     """:func:`detect` on each of ``images``, the same reports in the same order. Where this process
     may use more than one thread (:func:`~safeview.threads.thread_limit`), the images run side by
     side, one per thread, each thread with single-threaded models of its own: RapidOCR's passes use
-    a second core poorly (seven passes at 224², two cores: 1.58 s with two threads each, 1.11 s two
-    at a time on one thread each; bench/README.md, issue 18)."""
+    a second core poorly (seven passes at 224² on two cores: 1.58 s one at a time with two threads,
+    1.11 s two at a time with one thread each; bench/README.md, issue 18)."""
     if len(images) < 2:  # a lone pass keeps the caller's thread and its models' threads
         return [detect(image, detectors) for image in images]
     return [queued.result() for queued in [detect_soon(image, detectors) for image in images]]
