@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import __version__
-from .attributes import SECOND_OPINION_COPIES, SecondOpinion, add_findings, detect_soon, second_opinion
+from .attributes import SECOND_OPINION_COPIES, SecondOpinion, add_findings, detect, detect_soon, second_opinion
 from .classify import Classifier, load_model_set, remembered
 from .config import ConfigError, ScanConfig
 from .errors import ModelError
