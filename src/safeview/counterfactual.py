@@ -612,7 +612,8 @@ class CSEConfig:
 class CSEResult:
     """The outcome of :func:`cse` on one image for one classifier. ``search`` is the greedy search
     (the paper's counterfactual: its prefix, per-step probabilities, queries); ``regions`` the
-    regions obfuscated (search regions, then ``completed`` ones); ``mask`` exactly what was
+    search's regions (its prefix and hide mode's extension), ``completed`` those evidence completion
+    added (a scan result's ``regions`` lists both); ``mask`` exactly what was
     obfuscated in ``output``; ``verification`` what was checked on ``output`` (None when the
     search found nothing to verify; stopped at its first failure, so a failed one may hold the
     output's probability alone). ``found``: the search reached its stop level within budget (in
